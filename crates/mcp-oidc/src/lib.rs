@@ -1,1 +1,14 @@
-//! mcp-oidc
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod mcp;
+pub mod resource;
+pub mod server;
+pub mod token;
+pub mod types;
+
+pub use error::{AuthError, ConfigError, InvalidToken, Unavailable, VerifyError};
+pub use mcp::{Authenticated, ToolPolicies, current_token};
+pub use server::{McpOidc, serve};
+pub use token::{AccessToken, TokenVerifier};

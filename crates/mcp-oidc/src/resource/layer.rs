@@ -1,0 +1,456 @@
+//! The bearer-token layer: where every request's token is checked.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::Response;
+use http::header::AUTHORIZATION;
+use http::{Method, Request};
+use serde::Deserialize;
+use tower::{Layer, Service};
+
+use super::challenge::error_response;
+use super::{ProtectedResource, SessionBindings};
+use crate::error::{AuthError, VerifyError};
+use crate::mcp::{Decision, ToolPolicies};
+use crate::token::{AccessToken, TokenCache, TokenVerifier};
+use crate::types::BearerToken;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// Settings of the [`BearerAuthLayer`] beyond the verifier and the resource.
+#[derive(Clone, Debug)]
+pub struct LayerSettings {
+    /// The verified-token cache.
+    pub cache: TokenCache,
+    /// Per-tool rules, enforced on `tools/call` with HTTP 403 step-up challenges.
+    pub tool_policies: ToolPolicies,
+    /// Session bindings; `None` for stateless servers.
+    pub sessions: Option<SessionBindings>,
+    /// Largest request body read when a tool rule has to be checked.
+    pub max_body_bytes: usize,
+}
+
+impl Default for LayerSettings {
+    fn default() -> Self {
+        Self {
+            cache: TokenCache::default(),
+            tool_policies: ToolPolicies::default(),
+            sessions: Some(SessionBindings::default()),
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+struct Shared {
+    verifier: Arc<dyn TokenVerifier>,
+    resource: Arc<ProtectedResource>,
+    settings: LayerSettings,
+}
+
+/// A tower [`Layer`] that admits only requests with a valid bearer token for this resource.
+///
+/// On success the [`AccessToken`] is in the request's extensions (and so, for rmcp servers,
+/// in `http::request::Parts` inside every handler's context). On failure the response is
+/// the one [`challenge::error_response`](super::challenge::error_response) builds.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use axum::{Router, routing::post};
+/// use mcp_oidc::resource::{BearerAuthLayer, LayerSettings, ProtectedResource};
+/// use mcp_oidc::token::{AudiencePolicy, JwtConfig, JwtVerifier, KeySource};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let resource = ProtectedResource::new("https://mcp.example.com", "/mcp")?;
+/// let verifier = JwtVerifier::new(JwtConfig::new(
+///     "https://idp.example.com",
+///     KeySource::Discovery("https://idp.example.com".into()),
+///     AudiencePolicy::OneOf(vec![resource.resource().into()]),
+/// ))?;
+/// let app: Router = Router::new()
+///     .route("/mcp", post(|| async { "hello" }))
+///     .layer(BearerAuthLayer::new(Arc::new(verifier), resource, LayerSettings::default()));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct BearerAuthLayer {
+    shared: Arc<Shared>,
+}
+
+impl BearerAuthLayer {
+    /// A layer checking tokens with `verifier` for `resource`.
+    pub fn new(
+        verifier: Arc<dyn TokenVerifier>,
+        resource: ProtectedResource,
+        settings: LayerSettings,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                verifier,
+                resource: Arc::new(resource),
+                settings,
+            }),
+        }
+    }
+
+    /// The protected resource this layer guards.
+    pub fn resource(&self) -> &ProtectedResource {
+        &self.shared.resource
+    }
+}
+
+impl<S> Layer<S> for BearerAuthLayer {
+    type Service = BearerAuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BearerAuthService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service produced by [`BearerAuthLayer`].
+#[derive(Clone)]
+pub struct BearerAuthService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Service<Request<Body>> for BearerAuthService<S>
+where
+    S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        // The clone that was driven to readiness serves this request (tower's usual dance).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            match authorize(&shared, request).await {
+                Ok((request, session_to_bind)) => {
+                    let deleting = request.method() == Method::DELETE;
+                    let session_sent = request
+                        .headers()
+                        .get(SESSION_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let response = inner.call(request).await?;
+                    if let (Some(sessions), Some(principal)) =
+                        (&shared.settings.sessions, session_to_bind)
+                    {
+                        if session_sent.is_none()
+                            && let Some(id) = response
+                                .headers()
+                                .get(SESSION_HEADER)
+                                .and_then(|v| v.to_str().ok())
+                        {
+                            sessions.bind(id, &principal);
+                        }
+                        if deleting
+                            && response.status().is_success()
+                            && let Some(id) = &session_sent
+                        {
+                            sessions.unbind(id);
+                        }
+                    }
+                    Ok(response)
+                }
+                Err(error) => Ok(error_response(&error, &shared.resource)),
+            }
+        })
+    }
+}
+
+/// Checks one request. On success returns it (with the token in its extensions) and the
+/// principal to bind a newly created session to.
+async fn authorize(
+    shared: &Shared,
+    request: Request<Body>,
+) -> Result<(Request<Body>, Option<String>), AuthError> {
+    let (mut parts, body) = request.into_parts();
+    if parts.method == Method::OPTIONS {
+        return Ok((Request::from_parts(parts, body), None));
+    }
+    if query_has_token(parts.uri.query()) {
+        log_refusal("access token in the query string", None);
+        return Err(AuthError::InvalidRequest(
+            "access tokens in the URL are not accepted; send them in the Authorization header",
+        ));
+    }
+    let token = bearer_token(&parts.headers).inspect_err(|e| {
+        if !matches!(e, AuthError::MissingToken) {
+            log_refusal(&e.to_string(), None);
+        }
+    })?;
+    let fingerprint = token.fingerprint();
+    let access = match shared.settings.cache.get(&fingerprint) {
+        Some(hit) => hit,
+        None => match shared.verifier.verify(&token).await {
+            Ok(access) => {
+                shared.settings.cache.insert(fingerprint, access.clone());
+                access
+            }
+            Err(VerifyError::Invalid(reason)) => {
+                log_refusal(&reason.to_string(), Some(&token));
+                return Err(AuthError::InvalidToken(reason));
+            }
+            Err(VerifyError::Unavailable(u)) => {
+                tracing::warn!(target: "mcp_oidc::auth", error = %u, "cannot verify tokens right now; answering 503");
+                return Err(AuthError::Unavailable(u));
+            }
+        },
+    };
+
+    let resource = &shared.resource;
+    if !access.scopes().contains_all(&resource.required_scopes) {
+        let missing = access.scopes().missing(&resource.required_scopes);
+        return Err(AuthError::InsufficientScope {
+            scope: resource.required_scopes.union(access.scopes()),
+            description: format!(
+                "this server requires the scopes: {}",
+                missing.to_space_separated()
+            ),
+        });
+    }
+
+    let principal = access.principal_key();
+    let mut session_to_bind = None;
+    if let Some(sessions) = &shared.settings.sessions {
+        match parts.headers.get(SESSION_HEADER).map(|v| v.to_str()) {
+            Some(Ok(id)) => {
+                if !sessions.allows(id, &principal) {
+                    tracing::info!(target: "mcp_oidc::auth", subject = %access.subject(), "session not bound to this caller; answering 404");
+                    return Err(AuthError::SessionNotFound);
+                }
+            }
+            Some(Err(_)) => return Err(AuthError::SessionNotFound),
+            None => session_to_bind = Some(principal),
+        }
+    }
+
+    let body = if shared.settings.tool_policies.is_empty() || parts.method != Method::POST {
+        body
+    } else {
+        let bytes = axum::body::to_bytes(body, shared.settings.max_body_bytes)
+            .await
+            .map_err(|_| AuthError::PayloadTooLarge)?;
+        for tool in called_tools(&bytes) {
+            check_tool(&shared.settings.tool_policies, &tool, &access)?;
+        }
+        Body::from(bytes)
+    };
+
+    parts.extensions.insert(access);
+    Ok((Request::from_parts(parts, body), session_to_bind))
+}
+
+fn check_tool(policies: &ToolPolicies, tool: &str, access: &AccessToken) -> Result<(), AuthError> {
+    match policies.decide(tool, access) {
+        Decision::Allow => Ok(()),
+        Decision::NeedScopes { scope, missing } => {
+            tracing::info!(target: "mcp_oidc::auth", tool, missing = %missing.to_space_separated(), subject = %access.subject(), "tool call needs more scope; answering 403");
+            Err(AuthError::InsufficientScope {
+                scope,
+                description: format!(
+                    "the tool `{}` requires the scopes: {}",
+                    tool.chars().take(64).collect::<String>(),
+                    missing.to_space_separated()
+                ),
+            })
+        }
+        Decision::Forbidden(why) => {
+            tracing::info!(target: "mcp_oidc::auth", tool, subject = %access.subject(), "tool call refused by its claim rule; answering 403");
+            Err(AuthError::InsufficientScope {
+                scope: access.scopes().clone(),
+                description: format!(
+                    "the tool `{}` is restricted: {why}",
+                    tool.chars().take(64).collect::<String>()
+                ),
+            })
+        }
+    }
+}
+
+fn log_refusal(reason: &str, token: Option<&BearerToken>) {
+    match token {
+        Some(t) => {
+            tracing::info!(target: "mcp_oidc::auth", reason, token = %t.fingerprint().short(), "bearer token refused")
+        }
+        None => tracing::info!(target: "mcp_oidc::auth", reason, "request refused"),
+    }
+}
+
+fn query_has_token(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|pair| {
+            let name = pair.split('=').next().unwrap_or("");
+            name.eq_ignore_ascii_case("access_token")
+        })
+    })
+}
+
+/// Extracts the token from the `Authorization` header (RFC 6750 §2.1). The scheme is
+/// case-insensitive and may be followed by several spaces; the token must be a `b64token`.
+pub(crate) fn bearer_token(headers: &http::HeaderMap) -> Result<BearerToken, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(AuthError::MissingToken);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::InvalidRequest(
+            "more than one Authorization header",
+        ));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::InvalidRequest("the Authorization header is not valid ASCII"))?;
+    let value = value.trim_matches(|c| c == ' ' || c == '\t');
+    let (scheme, rest) = match value.find([' ', '\t']) {
+        Some(i) => (&value[..i], &value[i..]),
+        None => (value, ""),
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Credentials of another scheme are no bearer token: challenge for one.
+        return Err(AuthError::MissingToken);
+    }
+    let token = rest.trim_start_matches([' ', '\t']);
+    if token.is_empty() {
+        return Err(AuthError::InvalidRequest(
+            "the Authorization header has an empty bearer token",
+        ));
+    }
+    if !is_b64token(token) {
+        return Err(AuthError::InvalidRequest(
+            "the bearer token contains characters not allowed in a token (RFC 6750 b64token)",
+        ));
+    }
+    Ok(BearerToken::new(token))
+}
+
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+#[derive(Deserialize)]
+struct PeekMessage<'a> {
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<PeekParams<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PeekParams<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+}
+
+/// The tool names of the `tools/call` requests in a JSON-RPC body (one message or a batch).
+/// Bodies that do not parse are left to the MCP server to reject.
+fn called_tools(body: &[u8]) -> Vec<String> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let messages: Vec<PeekMessage<'_>> = match first {
+        Some(b'[') => serde_json::from_slice(body).unwrap_or_default(),
+        Some(b'{') => serde_json::from_slice(body)
+            .map(|m| vec![m])
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    messages
+        .into_iter()
+        .filter(|m| m.method.as_deref() == Some("tools/call"))
+        .filter_map(|m| m.params.and_then(|p| p.name).map(Cow::into_owned))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(values: &[&str]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive_and_extra_spaces_are_tolerated() {
+        assert_eq!(
+            bearer_token(&headers(&["bearer abc"])).unwrap().secret(),
+            "abc"
+        );
+        assert_eq!(
+            bearer_token(&headers(&["BEARER   abc.def"]))
+                .unwrap()
+                .secret(),
+            "abc.def"
+        );
+    }
+
+    #[test]
+    fn malformed_authorization_headers_are_invalid_requests() {
+        for bad in ["Bearer", "Bearer a b", "Bearer a\"b", "Bearer ==="] {
+            assert!(
+                matches!(
+                    bearer_token(&headers(&[bad])),
+                    Err(AuthError::InvalidRequest(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            bearer_token(&headers(&["Bearer a", "Bearer b"])),
+            Err(AuthError::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn other_schemes_and_no_header_get_a_plain_challenge() {
+        assert_eq!(
+            bearer_token(&headers(&[])).err(),
+            Some(AuthError::MissingToken)
+        );
+        assert_eq!(
+            bearer_token(&headers(&["Basic dXNlcjpwYXNz"])).err(),
+            Some(AuthError::MissingToken)
+        );
+    }
+
+    #[test]
+    fn tools_call_names_are_found_in_single_and_batch_bodies() {
+        let one = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"a":[1,2]}}}"#;
+        assert_eq!(called_tools(one), vec!["x"]);
+        let batch = br#"[{"method":"tools/list"},{"method":"tools/call","params":{"name":"y"}}]"#;
+        assert_eq!(called_tools(batch), vec!["y"]);
+        assert!(called_tools(b"garbage").is_empty());
+    }
+
+    #[test]
+    fn access_token_query_parameter_is_detected() {
+        assert!(query_has_token(Some("a=1&access_token=x")));
+        assert!(query_has_token(Some("ACCESS_TOKEN=x")));
+        assert!(!query_has_token(Some("token=x")));
+        assert!(!query_has_token(None));
+    }
+}

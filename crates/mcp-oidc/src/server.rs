@@ -1,0 +1,276 @@
+//! Putting it together: an rmcp server behind the bearer layer, with its discovery
+//! documents, on a tuned listener.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::serve::ListenerExt;
+use http::StatusCode;
+use rmcp::ServerHandler;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::mcp::{Authenticated, ToolPolicies};
+use crate::resource::{
+    BearerAuthLayer, LayerSettings, MetadataSource, ProtectedResource, SessionBindings,
+    metadata_router,
+};
+use crate::token::{TokenCache, TokenVerifier};
+
+/// Builds the router of a protected MCP server.
+///
+/// ```no_run
+/// use mcp_oidc::McpOidc;
+/// use mcp_oidc::resource::ProtectedResource;
+/// use mcp_oidc::token::{AudiencePolicy, JwtConfig, JwtVerifier, KeySource};
+/// # #[derive(Clone)] struct MyServer;
+/// # impl rmcp::ServerHandler for MyServer {}
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut resource = ProtectedResource::new("http://localhost:8000", "/mcp")?;
+/// resource.authorization_servers = vec!["http://localhost:9400".into()];
+/// let verifier = JwtVerifier::new(JwtConfig::new(
+///     "http://localhost:9400",
+///     KeySource::Discovery("http://localhost:9400".into()),
+///     AudiencePolicy::OneOf(vec![resource.resource().into()]),
+/// ))?;
+/// let app = McpOidc::new(resource, verifier).router(|| MyServer);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+/// mcp_oidc::serve(listener, app, mcp_oidc::server::shutdown_signal()).await?;
+/// # Ok(()) }
+/// ```
+pub struct McpOidc {
+    resource: ProtectedResource,
+    verifier: Arc<dyn TokenVerifier>,
+    cache: TokenCache,
+    policies: ToolPolicies,
+    as_metadata: MetadataSource,
+    stateful: bool,
+    json_response: bool,
+    allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
+    allow_loopback: bool,
+    request_timeout: Duration,
+    max_body_bytes: usize,
+    cancel: CancellationToken,
+    auth_enabled: bool,
+}
+
+impl McpOidc {
+    /// A server for `resource` accepting tokens that `verifier` accepts. Defaults: stateful
+    /// sessions bound to their user, a 10,000-token cache, 30 s request timeout, 4 MiB body
+    /// limit, `Host`/`Origin` limited to the resource's own origin (plus loopback when the
+    /// resource itself is on loopback).
+    pub fn new(resource: ProtectedResource, verifier: impl TokenVerifier) -> Self {
+        Self::with_arc(resource, Arc::new(verifier))
+    }
+
+    /// Like [`McpOidc::new`] with a shared verifier.
+    pub fn with_arc(resource: ProtectedResource, verifier: Arc<dyn TokenVerifier>) -> Self {
+        let allow_loopback = resource.is_loopback();
+        Self {
+            resource,
+            verifier,
+            cache: TokenCache::default(),
+            policies: ToolPolicies::default(),
+            as_metadata: MetadataSource::None,
+            stateful: true,
+            json_response: false,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            allow_loopback,
+            request_timeout: Duration::from_secs(30),
+            max_body_bytes: 4 * 1024 * 1024,
+            cancel: CancellationToken::new(),
+            auth_enabled: true,
+        }
+    }
+
+    /// Per-tool rules.
+    pub fn tool_policies(mut self, policies: ToolPolicies) -> Self {
+        self.policies = policies;
+        self
+    }
+
+    /// The verified-token cache ([`TokenCache::disabled`] to verify every request).
+    pub fn token_cache(mut self, cache: TokenCache) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// Serve without sessions (each POST stands alone), answering with plain JSON when
+    /// `json_response` is set.
+    pub fn stateless(mut self, json_response: bool) -> Self {
+        self.stateful = false;
+        self.json_response = json_response;
+        self
+    }
+
+    /// What to serve at the authorization-server metadata locations on this origin.
+    pub fn authorization_server_metadata(mut self, source: MetadataSource) -> Self {
+        self.as_metadata = source;
+        self
+    }
+
+    /// More accepted `Host` values (e.g. the name behind a reverse proxy).
+    pub fn allowed_hosts(mut self, hosts: impl IntoIterator<Item = String>) -> Self {
+        self.allowed_hosts.extend(hosts);
+        self
+    }
+
+    /// More accepted browser `Origin`s.
+    pub fn allowed_origins(mut self, origins: impl IntoIterator<Item = String>) -> Self {
+        self.allowed_origins.extend(origins);
+        self
+    }
+
+    /// Also accept loopback `Host`/`Origin` values (development).
+    pub fn allow_loopback(mut self, allow: bool) -> Self {
+        self.allow_loopback = allow;
+        self
+    }
+
+    /// Longest time a request may take before its response starts.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Largest request body.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Cancelled on shutdown: ends open sessions and streams.
+    pub fn cancellation_token(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// Turns authorization off entirely. For benchmarks and protocol tests only: every
+    /// caller is served, anonymously.
+    pub fn without_auth_for_testing(mut self) -> Self {
+        self.auth_enabled = false;
+        self
+    }
+
+    /// The protected resource.
+    pub fn resource(&self) -> &ProtectedResource {
+        &self.resource
+    }
+
+    fn transport_config(&self) -> StreamableHttpServerConfig {
+        let mut hosts = vec![self.resource.authority()];
+        if let Some(host) = self.resource.base_url().host_str() {
+            hosts.push(host.to_owned());
+        }
+        hosts.extend(self.allowed_hosts.iter().cloned());
+        let mut origins = vec![self.resource.origin()];
+        origins.extend(self.allowed_origins.iter().cloned());
+        if self.allow_loopback {
+            hosts.extend(["localhost", "127.0.0.1", "::1", "[::1]"].map(String::from));
+            origins.extend(
+                ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"].map(String::from),
+            );
+        }
+        StreamableHttpServerConfig::default()
+            .with_allowed_hosts(hosts)
+            .with_allowed_origins(origins)
+            .with_legacy_session_mode(self.stateful)
+            .with_json_response(self.json_response)
+            .with_max_request_body_bytes(self.max_body_bytes)
+            .with_cancellation_token(self.cancel.child_token())
+    }
+
+    /// The complete router: the MCP endpoint behind the bearer layer, and the discovery
+    /// documents. `factory` makes the rmcp handler (once per session, or per request when
+    /// stateless); it is wrapped in [`Authenticated`] with this server's tool rules.
+    pub fn router<H, F>(self, factory: F) -> Router
+    where
+        H: ServerHandler,
+        F: Fn() -> H + Send + Sync + 'static,
+    {
+        let config = self.transport_config();
+        let policies = self.policies.clone();
+        let make = move || Ok(Authenticated::with_policies(factory(), policies.clone()));
+        let mcp_path = self.resource.mcp_path().to_owned();
+        let mcp = if self.stateful {
+            Router::new().nest_service(
+                &mcp_path,
+                StreamableHttpService::new(make, Arc::new(LocalSessionManager::default()), config),
+            )
+        } else {
+            Router::new().nest_service(
+                &mcp_path,
+                StreamableHttpService::new(make, Arc::new(NeverSessionManager::default()), config),
+            )
+        };
+        let mcp = if self.auth_enabled {
+            let settings = LayerSettings {
+                cache: self.cache,
+                tool_policies: self.policies,
+                sessions: self.stateful.then(SessionBindings::default),
+                max_body_bytes: self.max_body_bytes,
+            };
+            mcp.layer(BearerAuthLayer::new(
+                self.verifier,
+                self.resource.clone(),
+                settings,
+            ))
+        } else {
+            tracing::warn!("AUTHORIZATION IS OFF: every caller is served anonymously");
+            mcp
+        };
+        mcp.merge(metadata_router(&self.resource, self.as_metadata))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                self.request_timeout,
+            ))
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains open requests.
+/// Accepted sockets get `TCP_NODELAY`: without it, small SSE replies wait ~40 ms for
+/// Nagle's algorithm and the peer's delayed ACK.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener.tap_io(|socket| {
+        if let Err(e) = socket.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

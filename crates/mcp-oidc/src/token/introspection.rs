@@ -1,0 +1,122 @@
+//! Opaque tokens checked by RFC 7662 token introspection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::access_token::unix_now;
+use super::http::{provider_client, read_limited, transport_message};
+use super::jwt::AudiencePolicy;
+use super::{AccessToken, TokenSource, TokenVerifier, VerifyFuture};
+use crate::error::{InvalidToken, Unavailable, VerifyError};
+use crate::types::{BearerToken, ClientId, ClientSecret, IssuerUrl};
+
+/// Settings of an [`IntrospectionVerifier`].
+#[derive(Debug, Clone)]
+pub struct IntrospectionConfig {
+    /// The issuer whose tokens are introspected (used when the response has no `iss`).
+    pub issuer: IssuerUrl,
+    /// The introspection endpoint.
+    pub endpoint: String,
+    /// This resource server's client id at the authorization server.
+    pub client_id: ClientId,
+    /// Its secret (sent with HTTP Basic).
+    pub client_secret: ClientSecret,
+    /// Accepted audiences. When the response carries `aud`, it must match; many servers
+    /// leave it out, and then the authorization server's word that the token is active is
+    /// taken.
+    pub audience: AudiencePolicy,
+    /// Timeout of each introspection call.
+    pub timeout: Duration,
+}
+
+/// Verifies opaque tokens by asking the authorization server (RFC 7662).
+#[derive(Clone, Debug)]
+pub struct IntrospectionVerifier {
+    config: Arc<IntrospectionConfig>,
+    client: reqwest::Client,
+}
+
+impl IntrospectionVerifier {
+    /// A new verifier.
+    pub fn new(config: IntrospectionConfig) -> Self {
+        Self {
+            client: provider_client(config.timeout),
+            config: Arc::new(config),
+        }
+    }
+
+    async fn introspect(&self, token: &BearerToken) -> Result<AccessToken, VerifyError> {
+        let c = &self.config;
+        let unavailable = |detail: String| {
+            VerifyError::Unavailable(Unavailable {
+                retry_after: Duration::from_secs(5),
+                detail,
+            })
+        };
+        let response = self
+            .client
+            .post(&c.endpoint)
+            .basic_auth(c.client_id.as_str(), Some(c.client_secret.secret()))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&[
+                ("token", token.secret()),
+                ("token_type_hint", "access_token"),
+            ])
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("introspection: {}", transport_message(&e))))?;
+        if !response.status().is_success() {
+            return Err(unavailable(format!(
+                "introspection answered HTTP {}",
+                response.status().as_u16()
+            )));
+        }
+        let body = read_limited(&c.endpoint, response)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let claims: Map<String, Value> = serde_json::from_slice(&body)
+            .map_err(|_| unavailable("introspection answered invalid JSON".to_owned()))?;
+        if claims.get("active") != Some(&Value::Bool(true)) {
+            return Err(InvalidToken::Inactive.into());
+        }
+        if let Some(exp) = claims
+            .get("exp")
+            .and_then(super::access_token::numeric_date)
+            && exp <= unix_now()
+        {
+            return Err(InvalidToken::Expired.into());
+        }
+        if let (AudiencePolicy::OneOf(expected), Some(aud)) = (&c.audience, claims.get("aud")) {
+            let matches = |a: &str| expected.iter().any(|e| e.as_str() == a);
+            let ok = match aud {
+                Value::String(a) => matches(a),
+                Value::Array(items) => items.iter().any(|v| v.as_str().is_some_and(matches)),
+                _ => false,
+            };
+            if !ok {
+                return Err(InvalidToken::WrongAudience.into());
+            }
+        }
+        if let Some(Value::String(iss)) = claims.get("iss")
+            && iss != c.issuer.as_str()
+        {
+            return Err(InvalidToken::WrongIssuer.into());
+        }
+        AccessToken::from_claims(token.clone(), TokenSource::Introspection, &c.issuer, claims)
+            .ok_or_else(|| InvalidToken::MissingClaim("sub").into())
+    }
+}
+
+impl TokenVerifier for IntrospectionVerifier {
+    fn verify<'a>(&'a self, token: &'a BearerToken) -> VerifyFuture<'a> {
+        Box::pin(self.introspect(token))
+    }
+    fn accepts_opaque(&self) -> bool {
+        true
+    }
+    fn issuers(&self) -> Vec<IssuerUrl> {
+        vec![self.config.issuer.clone()]
+    }
+}

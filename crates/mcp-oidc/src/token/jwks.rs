@@ -1,0 +1,443 @@
+//! The issuer's signing keys: fetched, cached, refreshed in the background, and refetched
+//! at once — but rate-limited — when a token names a key we have not seen.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+
+use super::discovery::discover;
+use super::http::get_json;
+use crate::error::{InvalidToken, Unavailable, VerifyError};
+use crate::types::ClientSecret;
+
+/// Where the verification keys come from.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum KeySource {
+    /// OIDC discovery (falling back to RFC 8414) from the issuer or its configuration URL.
+    Discovery(String),
+    /// An explicit JWKS URL.
+    JwksUri(String),
+    /// Keys given up front; never refreshed.
+    Static(JwkSet),
+    /// A shared HMAC secret. Only ever used when configured explicitly: HMAC is never
+    /// accepted with keys from a JWKS.
+    HmacSecret(ClientSecret),
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Discovery(u) => f.debug_tuple("Discovery").field(u).finish(),
+            KeySource::JwksUri(u) => f.debug_tuple("JwksUri").field(u).finish(),
+            KeySource::Static(set) => write!(f, "Static({} keys)", set.keys.len()),
+            KeySource::HmacSecret(_) => f.write_str("HmacSecret([redacted])"),
+        }
+    }
+}
+
+/// Timing of key fetches.
+#[derive(Debug, Clone)]
+pub struct JwksSettings {
+    /// Shortest interval between background refreshes, whatever `Cache-Control` says.
+    pub min_refresh: Duration,
+    /// Longest interval between background refreshes.
+    pub max_refresh: Duration,
+    /// Interval used when the JWKS response has no `Cache-Control: max-age`.
+    pub default_refresh: Duration,
+    /// At most one fetch triggered by an unknown `kid` per this interval, so a flood of
+    /// tokens with made-up key ids cannot flood the provider.
+    pub unknown_kid_cooldown: Duration,
+    /// Timeout of each call to the provider.
+    pub http_timeout: Duration,
+    /// Longest wait between retries while the provider is unreachable.
+    pub max_retry_backoff: Duration,
+}
+
+impl Default for JwksSettings {
+    fn default() -> Self {
+        Self {
+            min_refresh: Duration::from_secs(60),
+            max_refresh: Duration::from_secs(24 * 3600),
+            default_refresh: Duration::from_secs(3600),
+            unknown_kid_cooldown: Duration::from_secs(10),
+            http_timeout: Duration::from_secs(5),
+            max_retry_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One usable verification key and the algorithms it may be used with.
+pub(crate) struct VerifyKey {
+    pub(crate) key: DecodingKey,
+    pub(crate) algorithms: Vec<Algorithm>,
+}
+
+#[derive(Default)]
+pub(crate) struct KeySet {
+    by_kid: HashMap<String, Arc<VerifyKey>>,
+    all: Vec<Arc<VerifyKey>>,
+}
+
+impl KeySet {
+    fn from_jwks(keys: &[Value], allowed: &[Algorithm]) -> Self {
+        let mut set = KeySet::default();
+        for raw in keys {
+            // One odd key (an encryption key, an unknown curve) must not poison the rest.
+            let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else {
+                continue;
+            };
+            if let Some(key) = usable_key(&jwk, allowed) {
+                let key = Arc::new(key);
+                if let Some(kid) = &jwk.common.key_id {
+                    set.by_kid.insert(kid.clone(), key.clone());
+                }
+                set.all.push(key);
+            }
+        }
+        set
+    }
+
+    fn from_secret(secret: &ClientSecret, allowed: &[Algorithm]) -> Self {
+        let algorithms: Vec<Algorithm> = allowed
+            .iter()
+            .copied()
+            .filter(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
+            .collect();
+        let key = Arc::new(VerifyKey {
+            key: DecodingKey::from_secret(secret.secret().as_bytes()),
+            algorithms,
+        });
+        KeySet {
+            by_kid: HashMap::new(),
+            all: vec![key],
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.all.len()
+    }
+}
+
+/// The algorithms a JWK may verify: its own `alg` if it has one, else those of its key type;
+/// never HMAC, and only those in `allowed`.
+fn usable_key(jwk: &Jwk, allowed: &[Algorithm]) -> Option<VerifyKey> {
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return None;
+    }
+    let by_type: &[Algorithm] = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => &[
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ],
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => &[Algorithm::ES256],
+            EllipticCurve::P384 => &[Algorithm::ES384],
+            _ => &[],
+        },
+        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
+            EllipticCurve::Ed25519 => &[Algorithm::EdDSA],
+            _ => &[],
+        },
+        // Symmetric keys in a published key set would let anyone who reads it sign tokens.
+        _ => &[],
+    };
+    let algorithms: Vec<Algorithm> = match jwk.common.key_algorithm {
+        Some(alg) => {
+            // `KeyAlgorithm` also names encryption algorithms; only signing ones parse.
+            let alg: Algorithm = serde_json::to_value(alg).ok()?.as_str()?.parse().ok()?;
+            if by_type.contains(&alg) {
+                vec![alg]
+            } else {
+                Vec::new()
+            }
+        }
+        None => by_type.to_vec(),
+    }
+    .into_iter()
+    .filter(|a| allowed.contains(a))
+    .collect();
+    if algorithms.is_empty() {
+        return None;
+    }
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some(VerifyKey { key, algorithms })
+}
+
+#[derive(serde::Deserialize)]
+struct RawJwks {
+    keys: Vec<Value>,
+}
+
+struct FetchState {
+    last_attempt: Option<Instant>,
+    consecutive_failures: u32,
+    next_attempt: Option<Instant>,
+    last_error: Option<String>,
+    jwks_uri: Option<String>,
+}
+
+/// The cached key set of one issuer.
+pub(crate) struct KeyStore {
+    source: KeySource,
+    settings: JwksSettings,
+    allowed: Vec<Algorithm>,
+    client: reqwest::Client,
+    keys: RwLock<Option<Arc<KeySet>>>,
+    state: Mutex<FetchState>,
+    fetch_lock: tokio::sync::Mutex<()>,
+    generation: AtomicU64,
+    fetches: AtomicU64,
+}
+
+impl KeyStore {
+    pub(crate) fn new(
+        source: KeySource,
+        settings: JwksSettings,
+        allowed: Vec<Algorithm>,
+    ) -> Arc<Self> {
+        let preloaded = match &source {
+            KeySource::Static(set) => {
+                let raw: Vec<Value> = set
+                    .keys
+                    .iter()
+                    .filter_map(|k| serde_json::to_value(k).ok())
+                    .collect();
+                Some(Arc::new(KeySet::from_jwks(&raw, &allowed)))
+            }
+            KeySource::HmacSecret(secret) => Some(Arc::new(KeySet::from_secret(secret, &allowed))),
+            _ => None,
+        };
+        let jwks_uri = match &source {
+            KeySource::JwksUri(u) => Some(u.clone()),
+            _ => None,
+        };
+        Arc::new(Self {
+            client: super::http::provider_client(settings.http_timeout),
+            source,
+            settings,
+            allowed,
+            keys: RwLock::new(preloaded),
+            state: Mutex::new(FetchState {
+                last_attempt: None,
+                consecutive_failures: 0,
+                next_attempt: None,
+                last_error: None,
+                jwks_uri,
+            }),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            generation: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+        })
+    }
+
+    fn is_remote(&self) -> bool {
+        matches!(self.source, KeySource::Discovery(_) | KeySource::JwksUri(_))
+    }
+
+    /// How many times the JWKS was requested from the provider.
+    pub(crate) fn fetch_count(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// The keys currently held, if any were ever loaded.
+    pub(crate) fn current(&self) -> Option<Arc<KeySet>> {
+        self.keys.read().ok().and_then(|g| g.clone())
+    }
+
+    /// Starts the background refresher: fetches now, then per `Cache-Control`, retrying
+    /// with exponential backoff while the provider is down. Ends when the store is dropped.
+    pub(crate) fn spawn_refresher(self: &Arc<Self>) {
+        if !self.is_remote() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            // Without a runtime the keys are fetched on the first verification instead.
+            return;
+        };
+        let weak: Weak<Self> = Arc::downgrade(self);
+        handle.spawn(async move {
+            loop {
+                let Some(store) = weak.upgrade() else { return };
+                let wait = store.refresh().await;
+                drop(store);
+                tokio::time::sleep(wait).await;
+            }
+        });
+    }
+
+    /// Fetches the key set once (single-flight). Returns how long to wait before the next
+    /// background refresh.
+    async fn refresh(&self) -> Duration {
+        let _guard = self.fetch_lock.lock().await;
+        self.fetch_now().await
+    }
+
+    async fn fetch_now(&self) -> Duration {
+        if let Ok(mut st) = self.state.lock() {
+            st.last_attempt = Some(Instant::now());
+        }
+        match self.fetch_keys().await {
+            Ok((set, max_age)) => {
+                let wait = max_age
+                    .unwrap_or(self.settings.default_refresh)
+                    .clamp(self.settings.min_refresh, self.settings.max_refresh);
+                tracing::debug!(keys = set.len(), refresh_in = ?wait, "JWKS loaded");
+                if let Ok(mut keys) = self.keys.write() {
+                    *keys = Some(Arc::new(set));
+                }
+                self.generation.fetch_add(1, Ordering::Release);
+                if let Ok(mut st) = self.state.lock() {
+                    if st.consecutive_failures > 0 {
+                        tracing::info!("identity provider reachable again; keys refreshed");
+                    }
+                    st.consecutive_failures = 0;
+                    st.last_error = None;
+                    st.next_attempt = Some(Instant::now() + wait);
+                }
+                wait
+            }
+            Err(message) => {
+                let (wait, have_keys) = {
+                    let have_keys = self.current().is_some();
+                    let Ok(mut st) = self.state.lock() else {
+                        return self.settings.max_retry_backoff;
+                    };
+                    st.consecutive_failures = st.consecutive_failures.saturating_add(1);
+                    let exp = st.consecutive_failures.saturating_sub(1).min(16);
+                    let wait =
+                        Duration::from_secs(1u64 << exp).min(self.settings.max_retry_backoff);
+                    st.next_attempt = Some(Instant::now() + wait);
+                    st.last_error = Some(message.clone());
+                    (wait, have_keys)
+                };
+                if have_keys {
+                    tracing::warn!(error = %message, retry_in = ?wait, "JWKS refresh failed; still using the cached keys");
+                } else {
+                    tracing::warn!(error = %message, retry_in = ?wait, "cannot load the identity provider's keys; protected routes answer 503 until they load");
+                }
+                wait
+            }
+        }
+    }
+
+    async fn fetch_keys(&self) -> Result<(KeySet, Option<Duration>), String> {
+        let known_uri = self.state.lock().ok().and_then(|s| s.jwks_uri.clone());
+        let uri = match (known_uri, &self.source) {
+            (Some(uri), _) => uri,
+            (None, KeySource::Discovery(config)) => {
+                let meta = discover(&self.client, config).await?;
+                let uri = meta
+                    .jwks_uri
+                    .ok_or_else(|| format!("{config}: provider metadata has no jwks_uri"))?;
+                if let Ok(mut st) = self.state.lock() {
+                    st.jwks_uri = Some(uri.clone());
+                }
+                uri
+            }
+            (None, _) => return Err("no JWKS location".to_owned()),
+        };
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let (raw, max_age) = get_json::<RawJwks>(&self.client, &uri)
+            .await
+            .map_err(|e| e.to_string())?;
+        let set = KeySet::from_jwks(&raw.keys, &self.allowed);
+        if set.len() == 0 {
+            // An empty or unusable set would lock everyone out; keep the keys we had.
+            return Err(format!("{uri}: no usable signing keys in the key set"));
+        }
+        Ok((set, max_age))
+    }
+
+    fn unavailable(&self) -> Unavailable {
+        let st = self.state.lock().ok();
+        let retry_after = st
+            .as_ref()
+            .and_then(|s| s.next_attempt)
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_secs(1));
+        let detail = st
+            .and_then(|s| s.last_error.clone())
+            .unwrap_or_else(|| "signing keys not loaded yet".to_owned());
+        Unavailable {
+            retry_after,
+            detail,
+        }
+    }
+
+    /// Refetches the keys if the cooldown allows, waiting for a fetch already under way.
+    /// Returns whether the key set may have changed.
+    async fn refetch_rate_limited(&self) -> bool {
+        if !self.is_remote() {
+            return false;
+        }
+        let seen = self.generation.load(Ordering::Acquire);
+        let _guard = self.fetch_lock.lock().await;
+        if self.generation.load(Ordering::Acquire) != seen {
+            return true;
+        }
+        let allowed = self
+            .state
+            .lock()
+            .ok()
+            .map(|st| {
+                st.last_attempt
+                    .is_none_or(|t| t.elapsed() >= self.settings.unknown_kid_cooldown)
+            })
+            .unwrap_or(false);
+        if !allowed {
+            return false;
+        }
+        self.fetch_now().await;
+        self.generation.load(Ordering::Acquire) != seen
+    }
+
+    /// The keys that may verify a token with this `kid` and `alg`.
+    pub(crate) async fn keys_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Vec<Arc<VerifyKey>>, VerifyError> {
+        let mut set = match self.current() {
+            Some(set) => set,
+            None => {
+                self.refetch_rate_limited().await;
+                self.current().ok_or_else(|| self.unavailable())?
+            }
+        };
+        let mut refetched = false;
+        loop {
+            let found: Vec<Arc<VerifyKey>> = match kid {
+                Some(kid) => set.by_kid.get(kid).cloned().into_iter().collect(),
+                None => set.all.clone(),
+            };
+            let found: Vec<Arc<VerifyKey>> = found
+                .into_iter()
+                .filter(|k| k.algorithms.contains(&alg))
+                .collect();
+            if !found.is_empty() {
+                return Ok(found);
+            }
+            let kid_known = kid.is_some_and(|k| set.by_kid.contains_key(k));
+            if kid_known {
+                // The key exists but may not be used with this algorithm.
+                return Err(InvalidToken::AlgorithmNotAllowed(format!("{alg:?}")).into());
+            }
+            if refetched || !self.refetch_rate_limited().await {
+                return Err(InvalidToken::UnknownKey.into());
+            }
+            refetched = true;
+            set = self.current().ok_or_else(|| self.unavailable())?;
+        }
+    }
+}

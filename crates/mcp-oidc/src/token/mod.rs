@@ -1,0 +1,82 @@
+//! Token verification: turning a bearer token into an [`AccessToken`] — or refusing it.
+//!
+//! Every verifier implements [`TokenVerifier`]:
+//! - [`JwtVerifier`]: signed JWTs, checked against the issuer's JWKS (found by OIDC
+//!   discovery, an explicit `jwks_uri`, or static keys);
+//! - [`IntrospectionVerifier`]: opaque tokens, RFC 7662 introspection;
+//! - [`UserinfoVerifier`]: opaque tokens, checked by calling the OIDC userinfo endpoint;
+//! - [`StaticTokenVerifier`]: fixed tokens for local development only;
+//! - [`MultiVerifier`]: several issuers at once, JWTs routed by their `iss`.
+//!
+//! Verified tokens are cached by [`TokenCache`], keyed by the SHA-256 of the token.
+
+mod access_token;
+mod cache;
+mod discovery;
+mod http;
+mod introspection;
+mod jwks;
+mod jwt;
+mod multi;
+mod static_tokens;
+mod userinfo;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub(crate) use access_token::unix_now;
+pub use access_token::{AccessToken, TokenSource};
+pub use cache::TokenCache;
+pub use discovery::{ProviderMetadata, discover};
+pub(crate) use http::provider_client as provider_http_client;
+pub use introspection::{IntrospectionConfig, IntrospectionVerifier};
+pub use jwks::{JwksSettings, KeySource};
+pub use jwt::{AudiencePolicy, JwtConfig, JwtVerifier};
+pub use multi::MultiVerifier;
+pub use static_tokens::StaticTokenVerifier;
+pub use userinfo::{UserinfoConfig, UserinfoVerifier};
+
+use crate::error::VerifyError;
+use crate::types::BearerToken;
+
+/// A boxed future returned by [`TokenVerifier::verify`].
+pub type VerifyFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<AccessToken, VerifyError>> + Send + 'a>>;
+
+/// Checks a bearer token and says who it belongs to.
+///
+/// Implementations must never log the token itself. Use [`BearerToken::fingerprint`] when a
+/// log line has to identify one.
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// Verifies `token`.
+    fn verify<'a>(&'a self, token: &'a BearerToken) -> VerifyFuture<'a>;
+
+    /// Whether this verifier can ever accept a token that is not a JWT. Used by
+    /// [`MultiVerifier`] to route opaque tokens.
+    fn accepts_opaque(&self) -> bool {
+        false
+    }
+
+    /// The issuers whose tokens this verifier checks, for routing and for the
+    /// protected-resource metadata.
+    fn issuers(&self) -> Vec<crate::types::IssuerUrl> {
+        Vec::new()
+    }
+}
+
+impl<T: TokenVerifier + ?Sized> TokenVerifier for std::sync::Arc<T> {
+    fn verify<'a>(&'a self, token: &'a BearerToken) -> VerifyFuture<'a> {
+        (**self).verify(token)
+    }
+    fn accepts_opaque(&self) -> bool {
+        (**self).accepts_opaque()
+    }
+    fn issuers(&self) -> Vec<crate::types::IssuerUrl> {
+        (**self).issuers()
+    }
+}
+
+/// Whether a token has the compact JWS shape (three dot-separated parts).
+pub(crate) fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|b| *b == b'.').count() == 2
+}

@@ -1,0 +1,316 @@
+//! Newtypes for the OAuth values that flow through the crate.
+//!
+//! Each value gets its own type so that an issuer cannot be passed where an audience is
+//! expected, and so that secrets ([`BearerToken`], [`ClientSecret`]) can never be printed by
+//! accident: their `Debug` and `Display` are redacted.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+macro_rules! string_newtype {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps a value.
+            pub fn new(value: impl Into<String>) -> Self {
+                Self(value.into())
+            }
+            /// The value as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+            /// Unwraps the value.
+            pub fn into_inner(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(value: &str) -> Self {
+                Self(value.to_owned())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(value: String) -> Self {
+                Self(value)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+string_newtype!(
+    /// The `iss` of a token: the identifier of the authorization server that issued it.
+    IssuerUrl
+);
+string_newtype!(
+    /// One entry of a token's `aud`, or the audience this server expects.
+    Audience
+);
+string_newtype!(
+    /// The `sub` of a token: who the token is about.
+    Subject
+);
+string_newtype!(
+    /// The OAuth client a token was issued to (`client_id` or `azp`).
+    ClientId
+);
+string_newtype!(
+    /// One OAuth scope, such as `openid` or `mcp:read`.
+    Scope
+);
+string_newtype!(
+    /// The `jti` of a token.
+    TokenId
+);
+
+/// A bearer token as received on the wire.
+///
+/// Its `Debug` and `Display` never show the value; use [`BearerToken::secret`] where the
+/// value is genuinely needed (to call an upstream API with it, say).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(Arc<str>);
+
+impl BearerToken {
+    /// Wraps a token.
+    pub fn new(value: impl Into<Arc<str>>) -> Self {
+        Self(value.into())
+    }
+
+    /// The token itself. Treat the result as a secret: never log it.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
+    /// SHA-256 of the token: what caches key on, so that no cache holds a usable credential.
+    pub fn fingerprint(&self) -> TokenFingerprint {
+        TokenFingerprint(Sha256::digest(self.0.as_bytes()).into())
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken([redacted])")
+    }
+}
+
+impl fmt::Display for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The SHA-256 digest of a bearer token.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenFingerprint([u8; 32]);
+
+impl TokenFingerprint {
+    /// A short, non-reversible label for logs (the first 8 hex digits of the digest).
+    pub fn short(&self) -> String {
+        self.0[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for TokenFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenFingerprint({})", self.short())
+    }
+}
+
+/// A client secret (for introspection or the proxy's upstream client). Redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct ClientSecret(String);
+
+impl ClientSecret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself. Never log it.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientSecret([redacted])")
+    }
+}
+
+/// A set of scopes, kept in the order first seen and without duplicates.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Scopes(Vec<Scope>);
+
+impl Scopes {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// Parses a space-separated `scope` string (RFC 6749 §3.3).
+    pub fn from_space_separated(value: &str) -> Self {
+        value
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(Scope::from)
+            .collect()
+    }
+
+    /// Whether `scope` is in the set.
+    pub fn contains(&self, scope: &str) -> bool {
+        self.0.iter().any(|s| s.as_str() == scope)
+    }
+
+    /// Whether every scope of `required` is in the set.
+    pub fn contains_all(&self, required: &Scopes) -> bool {
+        required.iter().all(|s| self.contains(s.as_str()))
+    }
+
+    /// The scopes of `required` that are not in the set.
+    pub fn missing(&self, required: &Scopes) -> Scopes {
+        required
+            .iter()
+            .filter(|s| !self.contains(s.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Adds a scope unless it is already present.
+    pub fn insert(&mut self, scope: Scope) {
+        if !self.contains(scope.as_str()) {
+            self.0.push(scope);
+        }
+    }
+
+    /// The union of two sets, `self` first.
+    pub fn union(&self, other: &Scopes) -> Scopes {
+        let mut out = self.clone();
+        for s in other.iter() {
+            out.insert(s.clone());
+        }
+        out
+    }
+
+    /// Iterates over the scopes.
+    pub fn iter(&self) -> impl Iterator<Item = &Scope> {
+        self.0.iter()
+    }
+
+    /// Number of scopes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The scopes as a space-separated string.
+    pub fn to_space_separated(&self) -> String {
+        let mut out = String::new();
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.push_str(s.as_str());
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(Scope::as_str))
+            .finish()
+    }
+}
+
+impl FromIterator<Scope> for Scopes {
+    fn from_iter<T: IntoIterator<Item = Scope>>(iter: T) -> Self {
+        let mut out = Scopes::new();
+        for s in iter {
+            out.insert(s);
+        }
+        out
+    }
+}
+
+impl<'a> FromIterator<&'a str> for Scopes {
+    fn from_iter<T: IntoIterator<Item = &'a str>>(iter: T) -> Self {
+        iter.into_iter().map(Scope::from).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_token_debug_and_display_never_show_the_value() {
+        let t = BearerToken::new("super-secret-value");
+        assert!(!format!("{t:?}").contains("super-secret"));
+        assert!(!format!("{t}").contains("super-secret"));
+        assert_eq!(t.secret(), "super-secret-value");
+    }
+
+    #[test]
+    fn client_secret_debug_is_redacted() {
+        let s = ClientSecret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn scopes_parse_dedupe_and_compute_missing() {
+        let have = Scopes::from_space_separated("openid  mcp:read openid");
+        assert_eq!(have.len(), 2);
+        let need = Scopes::from_space_separated("mcp:read mcp:write");
+        assert_eq!(have.missing(&need).to_space_separated(), "mcp:write");
+        assert!(!have.contains_all(&need));
+        assert_eq!(
+            have.union(&need).to_space_separated(),
+            "openid mcp:read mcp:write"
+        );
+    }
+}
