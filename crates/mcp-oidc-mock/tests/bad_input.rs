@@ -305,7 +305,8 @@ async fn code_is_bound_to_redirect_uri_and_client() {
 #[tokio::test]
 async fn token_endpoint_rejects_malformed_requests_with_rfc6749_errors() {
     let m = start_default().await;
-    let cases: Vec<(Vec<(&str, &str)>, StatusCode, &str)> = vec![
+    type Case = (Vec<(&'static str, &'static str)>, StatusCode, &'static str);
+    let cases: Vec<Case> = vec![
         (vec![], StatusCode::BAD_REQUEST, "invalid_request"),
         (
             vec![("grant_type", "password"), ("client_id", "c")],
