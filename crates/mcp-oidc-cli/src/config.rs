@@ -1,0 +1,466 @@
+//! Configuration of `mcp-oidc serve`: a TOML file, every key overridable by an
+//! `MCP_OIDC_<KEY>` environment variable and a `--<key>` flag (flag > environment > file >
+//! default).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_oidc::ConfigError;
+use mcp_oidc::resource::{MetadataSource, ProtectedResource};
+use mcp_oidc::token::{
+    AudiencePolicy, IntrospectionConfig, IntrospectionVerifier, JwksSettings, JwtConfig,
+    JwtVerifier, KeySource, MultiVerifier, StaticTokenVerifier, TokenCache, TokenVerifier,
+    UserinfoConfig, UserinfoVerifier,
+};
+use mcp_oidc::types::{ClientId, ClientSecret, Scopes};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Every setting, each optional so that the file, the environment and the flags can be
+/// layered. Field names are the TOML keys; `MCP_OIDC_` + upper case is the variable.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Public base URL of this server, e.g. https://mcp.example.com (default: http://localhost:<port of bind>).
+    #[arg(long, env = "MCP_OIDC_BASE_URL")]
+    pub base_url: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8000].
+    #[arg(long, env = "MCP_OIDC_BIND")]
+    pub bind: Option<String>,
+    /// Path of the MCP endpoint [default: /mcp].
+    #[arg(long, env = "MCP_OIDC_MCP_PATH")]
+    pub mcp_path: Option<String>,
+    /// The OIDC issuer whose tokens are accepted (exact `iss`), e.g. http://localhost:9400.
+    #[arg(long, env = "MCP_OIDC_ISSUER")]
+    pub issuer: Option<String>,
+    /// The provider's configuration URL, if not {issuer}/.well-known/openid-configuration.
+    #[arg(long, env = "MCP_OIDC_CONFIG_URL")]
+    pub config_url: Option<String>,
+    /// An explicit JWKS URL (skips discovery).
+    #[arg(long, env = "MCP_OIDC_JWKS_URI")]
+    pub jwks_uri: Option<String>,
+    /// How tokens are checked: jwt, userinfo or introspection [default: jwt].
+    #[arg(long, env = "MCP_OIDC_TOKEN_VALIDATION")]
+    pub token_validation: Option<String>,
+    /// Accepted audiences, comma-separated [default: the resource URL, {base_url}{mcp_path}].
+    #[arg(long, env = "MCP_OIDC_AUDIENCE", value_delimiter = ',')]
+    pub audience: Option<Vec<String>>,
+    /// Accept tokens for any audience (only when the issuer serves this resource alone).
+    #[arg(long, env = "MCP_OIDC_ALLOW_ANY_AUDIENCE", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_any_audience: Option<bool>,
+    /// Allowed JWT algorithms, comma-separated [default: RS256,RS384,RS512,PS256,PS384,PS512,ES256,ES384,EdDSA].
+    #[arg(long, env = "MCP_OIDC_ALGORITHMS", value_delimiter = ',')]
+    pub algorithms: Option<Vec<String>>,
+    /// Clock skew tolerated on exp/nbf/iat, in seconds [default: 60].
+    #[arg(long, env = "MCP_OIDC_LEEWAY_SECS")]
+    pub leeway_secs: Option<u64>,
+    /// Scopes every request must carry, comma-separated.
+    #[arg(long, env = "MCP_OIDC_REQUIRED_SCOPES", value_delimiter = ',')]
+    pub required_scopes: Option<Vec<String>>,
+    /// Scopes advertised to clients, comma-separated [default: openid,profile,email].
+    #[arg(long, env = "MCP_OIDC_SCOPES_SUPPORTED", value_delimiter = ',')]
+    pub scopes_supported: Option<Vec<String>>,
+    /// RFC 7662 introspection endpoint (token_validation = introspection; default: from discovery).
+    #[arg(long, env = "MCP_OIDC_INTROSPECTION_ENDPOINT")]
+    pub introspection_endpoint: Option<String>,
+    /// Client id for introspection.
+    #[arg(long, env = "MCP_OIDC_CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// Client secret for introspection (prefer the environment variable).
+    #[arg(long, env = "MCP_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: Option<String>,
+    /// Shared HMAC secret for HS256/384/512 tokens (only if your issuer signs with one).
+    #[arg(long, env = "MCP_OIDC_HMAC_SECRET", hide_env_values = true)]
+    pub hmac_secret: Option<String>,
+    /// A JSON file of development tokens: {"token": {"sub": "...", ...}}. Never in production.
+    #[arg(long, env = "MCP_OIDC_STATIC_TOKENS_FILE")]
+    pub static_tokens_file: Option<PathBuf>,
+    /// Verified tokens cached (0 disables the cache) [default: 10000].
+    #[arg(long, env = "MCP_OIDC_TOKEN_CACHE_SIZE")]
+    pub token_cache_size: Option<u64>,
+    /// Longest a verified JWT stays cached, in seconds (never past its exp) [default: 3600].
+    #[arg(long, env = "MCP_OIDC_TOKEN_CACHE_TTL_SECS")]
+    pub token_cache_ttl_secs: Option<u64>,
+    /// Longest an introspection/userinfo result stays cached, in seconds [default: 60].
+    #[arg(long, env = "MCP_OIDC_OPAQUE_CACHE_TTL_SECS")]
+    pub opaque_cache_ttl_secs: Option<u64>,
+    /// Shortest JWKS refresh interval, in seconds [default: 60].
+    #[arg(long, env = "MCP_OIDC_JWKS_MIN_REFRESH_SECS")]
+    pub jwks_min_refresh_secs: Option<u64>,
+    /// Longest JWKS refresh interval, in seconds [default: 86400].
+    #[arg(long, env = "MCP_OIDC_JWKS_MAX_REFRESH_SECS")]
+    pub jwks_max_refresh_secs: Option<u64>,
+    /// At most one JWKS refetch for unknown key ids per this many seconds [default: 10].
+    #[arg(long, env = "MCP_OIDC_JWKS_UNKNOWN_KID_COOLDOWN_SECS")]
+    pub jwks_unknown_kid_cooldown_secs: Option<u64>,
+    /// Timeout of calls to the provider, in seconds [default: 5].
+    #[arg(long, env = "MCP_OIDC_PROVIDER_TIMEOUT_SECS")]
+    pub provider_timeout_secs: Option<u64>,
+    /// Serve without sessions [default: false].
+    #[arg(long, env = "MCP_OIDC_STATELESS", num_args = 0..=1, default_missing_value = "true")]
+    pub stateless: Option<bool>,
+    /// In stateless mode, answer with plain JSON instead of SSE [default: false].
+    #[arg(long, env = "MCP_OIDC_JSON_RESPONSE", num_args = 0..=1, default_missing_value = "true")]
+    pub json_response: Option<bool>,
+    /// More accepted Host values, comma-separated.
+    #[arg(long, env = "MCP_OIDC_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// More accepted browser Origins, comma-separated.
+    #[arg(long, env = "MCP_OIDC_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Request timeout, in seconds [default: 30].
+    #[arg(long, env = "MCP_OIDC_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: Option<u64>,
+    /// Largest request body, in bytes [default: 4194304].
+    #[arg(long, env = "MCP_OIDC_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Serve /.well-known/oauth-authorization-server and openid-configuration on this
+    /// origin, mirroring the provider's metadata, for older clients [default: true].
+    #[arg(long, env = "MCP_OIDC_MIRROR_PROVIDER_METADATA", num_args = 0..=1, default_missing_value = "true")]
+    pub mirror_provider_metadata: Option<bool>,
+    /// DANGEROUS: serve every caller without checking tokens (benchmarks only).
+    #[arg(long, env = "MCP_OIDC_INSECURE_DISABLE_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_disable_auth: Option<bool>,
+}
+
+impl Settings {
+    /// Reads a TOML file. Unknown keys are errors, named with the file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        Self::from_toml(&text).map_err(|mut e| {
+            e.message = format!("{} (in {})", e.message, path.display());
+            e
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().to_owned();
+            let key = message
+                .split('`')
+                .nth(1)
+                .map(str::to_owned)
+                .unwrap_or_else(|| "config".to_owned());
+            ConfigError::new(
+                key,
+                format!("{message}; see the configuration reference in the README"),
+            )
+        })
+    }
+
+    /// `self` with every value set in `over` replacing ours.
+    pub fn overlay(self, over: &Settings) -> Settings {
+        let mut base = to_map(&self);
+        for (k, v) in to_map(over) {
+            if !v.is_null() {
+                base.insert(k, v);
+            }
+        }
+        serde_json::from_value(Value::Object(base)).unwrap_or(self)
+    }
+}
+
+fn to_map(s: &Settings) -> Map<String, Value> {
+    match serde_json::to_value(s) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Everything `serve` needs, validated.
+pub struct Resolved {
+    /// The address to listen on.
+    pub bind: String,
+    /// The protected resource.
+    pub resource: ProtectedResource,
+    /// The token verifier.
+    pub verifier: Arc<dyn TokenVerifier>,
+    /// The verified-token cache.
+    pub cache: TokenCache,
+    /// Serve without sessions.
+    pub stateless: bool,
+    /// Plain JSON answers (stateless only).
+    pub json_response: bool,
+    /// Extra Host values.
+    pub allowed_hosts: Vec<String>,
+    /// Extra Origins.
+    pub allowed_origins: Vec<String>,
+    /// Request timeout.
+    pub request_timeout: Duration,
+    /// Body limit.
+    pub max_body_bytes: usize,
+    /// What to mirror at the AS metadata locations.
+    pub as_metadata: MetadataSource,
+    /// Auth off (benchmarks).
+    pub auth_disabled: bool,
+    /// A JWT verifier, when one is used, for `check`.
+    pub jwt: Option<JwtVerifier>,
+    /// Where discovery happens.
+    pub discovery_url: String,
+}
+
+fn required<'a>(
+    value: &'a Option<String>,
+    key: &str,
+    example: &str,
+) -> Result<&'a str, ConfigError> {
+    value.as_deref().filter(|v| !v.is_empty()).ok_or_else(|| {
+        ConfigError::new(
+            key,
+            format!(
+                "required; set `{key} = \"{example}\"` in the config file, MCP_OIDC_{} or --{}",
+                key.to_uppercase(),
+                key.replace('_', "-")
+            ),
+        )
+    })
+}
+
+fn parse_algorithms(names: &[String]) -> Result<Vec<jsonwebtoken::Algorithm>, ConfigError> {
+    names
+        .iter()
+        .map(|n| {
+            n.trim().parse().map_err(|_| {
+                ConfigError::new(
+                    "algorithms",
+                    format!("`{n}` is not a JWS algorithm; use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA (or HS256/384/512 with hmac_secret)"),
+                )
+            })
+        })
+        .collect()
+}
+
+impl Settings {
+    /// Validates the settings and builds the server's parts. Must run inside a Tokio
+    /// runtime (key loading starts at once, in the background).
+    pub fn resolve(&self) -> Result<Resolved, ConfigError> {
+        let bind = self
+            .bind
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:8000".to_owned());
+        let bind_addr: std::net::SocketAddr = bind.parse().map_err(|_| {
+            ConfigError::new(
+                "bind",
+                format!("`{bind}` is not an address like 127.0.0.1:8000 or 0.0.0.0:8000"),
+            )
+        })?;
+        let base_url = self
+            .base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://localhost:{}", bind_addr.port()));
+        let mcp_path = self.mcp_path.clone().unwrap_or_else(|| "/mcp".to_owned());
+        let mut resource = ProtectedResource::new(&base_url, &mcp_path)?;
+        let auth_disabled = self.insecure_disable_auth.unwrap_or(false);
+
+        let scopes_supported: Scopes = match &self.scopes_supported {
+            Some(list) => list.iter().map(String::as_str).collect(),
+            None => ["openid", "profile", "email"].into_iter().collect(),
+        };
+        resource.scopes_supported = scopes_supported;
+        resource.required_scopes = self
+            .required_scopes
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        resource.resource_name = Some("mcp-oidc".to_owned());
+
+        let cache = TokenCache::new(
+            self.token_cache_size.unwrap_or(10_000),
+            Duration::from_secs(self.token_cache_ttl_secs.unwrap_or(3600)),
+            Duration::from_secs(self.opaque_cache_ttl_secs.unwrap_or(60)),
+        );
+        let timeout = Duration::from_secs(self.provider_timeout_secs.unwrap_or(5).max(1));
+
+        let issuer = if auth_disabled && self.issuer.is_none() {
+            "http://invalid.localhost".to_owned()
+        } else {
+            required(&self.issuer, "issuer", "https://idp.example.com")?
+                .trim_end_matches('/')
+                .to_owned()
+        };
+        url::Url::parse(&issuer).map_err(|e| {
+            ConfigError::new("issuer", format!("`{issuer}` is not an absolute URL ({e})"))
+        })?;
+        resource.authorization_servers = vec![issuer.clone()];
+        let discovery_url = self.config_url.clone().unwrap_or_else(|| issuer.clone());
+
+        let audience = if self.allow_any_audience.unwrap_or(false) {
+            AudiencePolicy::AnyAudience
+        } else {
+            let list = self
+                .audience
+                .clone()
+                .filter(|l| !l.is_empty())
+                .unwrap_or_else(|| vec![resource.resource().to_owned()]);
+            AudiencePolicy::OneOf(list.into_iter().map(Into::into).collect())
+        };
+
+        let mode = self.token_validation.as_deref().unwrap_or("jwt");
+        let mut jwt = None;
+        let mut verifiers = MultiVerifier::new();
+        match mode {
+            "jwt" => {
+                let keys = match (&self.hmac_secret, &self.jwks_uri) {
+                    (Some(secret), _) => KeySource::HmacSecret(ClientSecret::new(secret.clone())),
+                    (None, Some(uri)) => KeySource::JwksUri(uri.clone()),
+                    (None, None) => KeySource::Discovery(discovery_url.clone()),
+                };
+                let mut config = JwtConfig::new(issuer.as_str(), keys, audience);
+                if let Some(names) = &self.algorithms {
+                    config.algorithms = parse_algorithms(names)?;
+                } else if self.hmac_secret.is_some() {
+                    config.algorithms = vec![
+                        jsonwebtoken::Algorithm::HS256,
+                        jsonwebtoken::Algorithm::HS384,
+                        jsonwebtoken::Algorithm::HS512,
+                    ];
+                }
+                config.leeway = Duration::from_secs(self.leeway_secs.unwrap_or(60));
+                config.jwks = JwksSettings {
+                    min_refresh: Duration::from_secs(self.jwks_min_refresh_secs.unwrap_or(60)),
+                    max_refresh: Duration::from_secs(self.jwks_max_refresh_secs.unwrap_or(86_400)),
+                    unknown_kid_cooldown: Duration::from_secs(
+                        self.jwks_unknown_kid_cooldown_secs.unwrap_or(10),
+                    ),
+                    http_timeout: timeout,
+                    ..JwksSettings::default()
+                };
+                if config.jwks.min_refresh > config.jwks.max_refresh {
+                    return Err(ConfigError::new(
+                        "jwks_min_refresh_secs",
+                        "must not be larger than jwks_max_refresh_secs",
+                    ));
+                }
+                if !auth_disabled {
+                    let v = JwtVerifier::new(config)?;
+                    jwt = Some(v.clone());
+                    verifiers = verifiers.with(v);
+                }
+            }
+            "userinfo" => {
+                verifiers = verifiers.with(UserinfoVerifier::new(UserinfoConfig {
+                    issuer: issuer.as_str().into(),
+                    discovery_url: discovery_url.clone(),
+                    endpoint: None,
+                    timeout,
+                }));
+            }
+            "introspection" => {
+                let endpoint = required(
+                    &self.introspection_endpoint,
+                    "introspection_endpoint",
+                    "https://idp.example.com/oauth2/introspect",
+                )?;
+                let client_id = required(&self.client_id, "client_id", "my-resource-server")?;
+                let secret = required(&self.client_secret, "client_secret", "...")?;
+                verifiers = verifiers.with(IntrospectionVerifier::new(IntrospectionConfig {
+                    issuer: issuer.as_str().into(),
+                    endpoint: endpoint.to_owned(),
+                    client_id: ClientId::new(client_id),
+                    client_secret: ClientSecret::new(secret),
+                    audience,
+                    timeout,
+                }));
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "token_validation",
+                    format!("`{other}` is not one of jwt, userinfo, introspection"),
+                ));
+            }
+        }
+        if let Some(path) = &self.static_tokens_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(
+                    "static_tokens_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let tokens: std::collections::BTreeMap<String, Map<String, Value>> =
+                serde_json::from_str(&text).map_err(|e| {
+                    ConfigError::new(
+                        "static_tokens_file",
+                        format!(
+                            "{} must be a JSON object of token -> claims: {e}",
+                            path.display()
+                        ),
+                    )
+                })?;
+            verifiers = verifiers.with(StaticTokenVerifier::new(issuer.as_str(), tokens));
+        }
+
+        let as_metadata = if self.mirror_provider_metadata.unwrap_or(true) {
+            MetadataSource::Upstream(discovery_url.clone())
+        } else {
+            MetadataSource::None
+        };
+
+        Ok(Resolved {
+            bind,
+            resource,
+            verifier: Arc::new(verifiers),
+            cache,
+            stateless: self.stateless.unwrap_or(false),
+            json_response: self.json_response.unwrap_or(false),
+            allowed_hosts: self.allowed_hosts.clone().unwrap_or_default(),
+            allowed_origins: self.allowed_origins.clone().unwrap_or_default(),
+            request_timeout: Duration::from_secs(self.request_timeout_secs.unwrap_or(30)),
+            max_body_bytes: self.max_body_bytes.unwrap_or(4 * 1024 * 1024),
+            as_metadata,
+            auth_disabled,
+            jwt,
+            discovery_url,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_in_the_file_are_named() {
+        let e = Settings::from_toml("isuer = \"x\"").unwrap_err();
+        assert_eq!(e.key, "isuer", "{e}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = Settings::from_toml("issuer = \"http://a\"\nleeway_secs = 5").unwrap();
+        let flags = Settings {
+            issuer: Some("http://b".into()),
+            ..Settings::default()
+        };
+        let merged = file.overlay(&flags);
+        assert_eq!(merged.issuer.as_deref(), Some("http://b"));
+        assert_eq!(merged.leeway_secs, Some(5));
+    }
+
+    #[tokio::test]
+    async fn missing_issuer_is_reported_with_the_fix() {
+        let e = Settings::default().resolve().err().unwrap();
+        assert_eq!(e.key, "issuer");
+        assert!(e.message.contains("MCP_OIDC_ISSUER"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn bad_algorithm_and_bind_are_reported() {
+        let s = Settings {
+            issuer: Some("http://localhost:9400".into()),
+            algorithms: Some(vec!["none".into()]),
+            ..Settings::default()
+        };
+        assert_eq!(s.resolve().err().unwrap().key, "algorithms");
+        let s = Settings {
+            issuer: Some("http://localhost:9400".into()),
+            bind: Some("nowhere".into()),
+            ..Settings::default()
+        };
+        assert_eq!(s.resolve().err().unwrap().key, "bind");
+    }
+}

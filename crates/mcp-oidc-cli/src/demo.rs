@@ -1,0 +1,211 @@
+//! The demo MCP server that `mcp-oidc serve` and `mcp-oidc dev` run: every tool, resource
+//! and prompt knows who is calling.
+
+use mcp_oidc::{AccessToken, ToolPolicies, current_token};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::Extension;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
+    ListResourcesResult, PaginatedRequestParams, Prompt, PromptMessage, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, Role, ServerCapabilities,
+    ServerConfig,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::{ErrorData as McpError, Json, ServerHandler, schemars, tool, tool_handler, tool_router};
+use serde::{Deserialize, Serialize};
+
+/// The scope `write_note` needs.
+pub const WRITE_SCOPE: &str = "mcp:write";
+/// The URI of the caller's profile resource.
+pub const PROFILE_URI: &str = "user://me/profile";
+
+/// What `whoami` returns.
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WhoAmI {
+    /// Subject.
+    pub sub: String,
+    /// E-mail, if the token carries it.
+    pub email: Option<String>,
+    /// Display name, if the token carries it.
+    pub name: Option<String>,
+    /// Issuer.
+    pub iss: String,
+    /// Audiences.
+    pub aud: Vec<String>,
+    /// Expiry (seconds since the epoch).
+    pub exp: Option<u64>,
+    /// Issue time (seconds since the epoch).
+    pub iat: Option<u64>,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// The OAuth client the token was issued to.
+    pub client_id: Option<String>,
+}
+
+impl WhoAmI {
+    fn from_token(t: &AccessToken) -> Self {
+        Self {
+            sub: t.subject().to_string(),
+            email: t.email().map(str::to_owned),
+            name: t.name().map(str::to_owned),
+            iss: t.issuer().to_string(),
+            aud: t.audiences().iter().map(ToString::to_string).collect(),
+            exp: t.expires_at(),
+            iat: t.issued_at(),
+            scopes: t.scopes().iter().map(ToString::to_string).collect(),
+            client_id: t.client_id().map(ToString::to_string),
+        }
+    }
+}
+
+/// Arguments of `process_data`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ProcessData {
+    /// Any text.
+    pub data: String,
+}
+
+/// Arguments of `write_note`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct WriteNote {
+    /// The note.
+    pub text: String,
+}
+
+/// The demo server.
+#[derive(Clone)]
+pub struct DemoServer {
+    tool_router: ToolRouter<Self>,
+}
+
+impl Default for DemoServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn caller() -> Result<AccessToken, McpError> {
+    current_token()
+        .ok_or_else(|| McpError::invalid_request("this server needs an authenticated caller", None))
+}
+
+#[tool_router]
+impl DemoServer {
+    /// A new demo server.
+    pub fn new() -> Self {
+        Self {
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// The per-tool rules of the demo: `write_note` needs `mcp:write`.
+    pub fn policies() -> ToolPolicies {
+        ToolPolicies::new().require_scopes("write_note", [WRITE_SCOPE])
+    }
+
+    #[tool(
+        description = "Who is calling: the verified claims of your access token (sub, email, name, iss, aud, exp, iat, scopes)"
+    )]
+    async fn whoami(&self, Extension(token): Extension<AccessToken>) -> Json<WhoAmI> {
+        Json(WhoAmI::from_token(&token))
+    }
+
+    #[tool(description = "Process some data on behalf of the calling user")]
+    async fn process_data(
+        &self,
+        Parameters(args): Parameters<ProcessData>,
+    ) -> Result<String, McpError> {
+        let _ = args.data;
+        let token = caller()?;
+        Ok(format!("Processing for user: {}", token.subject()))
+    }
+
+    #[tool(description = "Save a note as the calling user (requires the mcp:write scope)")]
+    async fn write_note(
+        &self,
+        Parameters(args): Parameters<WriteNote>,
+    ) -> Result<String, McpError> {
+        let token = caller()?;
+        Ok(format!(
+            "Saved a note of {} characters for {}",
+            args.text.chars().count(),
+            token.subject()
+        ))
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for DemoServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_prompts()
+                .build(),
+        )
+        .with_server_info(Implementation::new("mcp-oidc-demo", env!("CARGO_PKG_VERSION")))
+        .with_instructions("A demo MCP server protected by mcp-oidc. Every tool knows who is calling: try `whoami`.")
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Ok(ListResourcesResult::with_all_items(vec![
+            Resource::new(PROFILE_URI, "profile")
+                .with_description("The calling user's profile (verified token claims)"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        if request.uri != PROFILE_URI {
+            return Err(McpError::resource_not_found(
+                format!("no resource {}", request.uri),
+                None,
+            ));
+        }
+        let token = caller()?;
+        let profile = serde_json::to_string_pretty(&WhoAmI::from_token(&token))
+            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(profile, PROFILE_URI)]).into())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        Ok(ListPromptsResult::with_all_items(vec![Prompt::new(
+            "greeting",
+            Some("A greeting addressed to the calling user"),
+            None,
+        )]))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        if request.name != "greeting" {
+            return Err(McpError::invalid_params(
+                format!("no prompt {}", request.name),
+                None,
+            ));
+        }
+        let token = caller()?;
+        let who = token.name().unwrap_or(token.subject().as_str()).to_owned();
+        Ok(GetPromptResult::new(vec![PromptMessage::new_text(
+            Role::User,
+            format!("Say hello to {who} and tell them which scopes their token grants."),
+        )])
+        .into())
+    }
+}
