@@ -187,6 +187,29 @@ impl MockArgs {
         }
     }
 
+    /// Binds the configured address and serves until `shutdown` completes,
+    /// logging the issuer URL. This is what the `mock-idp` command runs.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), MockError> {
+        let addr = self.bind_addr();
+        let provider = crate::MockProvider::new(self.into_config()?)?;
+        let listener = tokio::net::TcpListener::bind(&addr).await?;
+        let local = listener.local_addr()?;
+        let host = if local.ip().is_loopback() {
+            "localhost".to_owned()
+        } else {
+            local.ip().to_string()
+        };
+        tracing::info!(
+            issuer = %format!("http://{host}:{}", local.port()),
+            "mock OpenID provider listening on {local}"
+        );
+        provider.serve(listener, shutdown).await?;
+        Ok(())
+    }
+
     /// Builds the provider configuration, reading and checking user claims.
     pub fn into_config(self) -> Result<MockConfig, MockError> {
         let mut users: Vec<(String, Claims)> = Vec::new();
@@ -259,5 +282,86 @@ fn user_from_value(value: Value) -> Result<(String, Claims), String> {
     match claims.remove("sub") {
         Some(Value::String(sub)) if !sub.is_empty() => Ok((sub, claims)),
         _ => Err("user claims must include a \"sub\" property".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: MockArgs,
+    }
+
+    fn parse(argv: &[&str]) -> MockArgs {
+        Cli::try_parse_from(std::iter::once("mock").chain(argv.iter().copied()))
+            .expect("valid flags")
+            .args
+    }
+
+    #[test]
+    fn defaults_match_the_reference_mock() {
+        let args = parse(&[]);
+        assert_eq!((args.port, args.host.as_str()), (9400, "127.0.0.1"));
+        let config = args.into_config().unwrap();
+        assert!(!config.require_registration && !config.require_nonce);
+        assert!(config.issue_refresh_token);
+        assert_eq!(config.token_max_age, Duration::from_secs(3600));
+        assert_eq!(config.signing_alg, SigningAlg::Es256);
+    }
+
+    #[test]
+    fn boolean_flags_accept_an_optional_value_like_the_reference() {
+        let args = parse(&[
+            "-r",
+            "-n",
+            "true",
+            "--no-refresh-token",
+            "false",
+            "-e",
+            "60",
+        ]);
+        assert!(args.require_registration && args.require_nonce && !args.no_refresh_token);
+        let args = parse(&["--require-registration", "--user", "a", "-f"]);
+        assert!(args.require_registration && args.no_refresh_token);
+        assert_eq!(args.users, ["a"]);
+    }
+
+    #[test]
+    fn users_come_from_user_user_claims_and_file() {
+        let dir = std::env::temp_dir().join(format!("mock-users-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("users.json");
+        std::fs::write(&file, r#"[{"sub": "c", "name": "C"}]"#).unwrap();
+        let args = parse(&[
+            "--user",
+            "a",
+            "--user-claims",
+            r#"{"sub": "b", "roles": ["x"]}"#,
+            "--user-claims-file",
+            file.to_str().unwrap(),
+            "--signing-alg",
+            "RS256",
+        ]);
+        let config = args.into_config().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let subs: Vec<&str> = config.users.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(subs, ["a", "b", "c"]);
+        assert_eq!(config.users[0].1["email"], "a");
+        assert_eq!(config.users[1].1["roles"][0], "x");
+        assert!(!config.users[1].1.contains_key("sub"));
+        assert_eq!(config.signing_alg, SigningAlg::Rs256);
+    }
+
+    #[test]
+    fn malformed_user_claims_are_rejected() {
+        for bad in ["not json", "[1]", r#"{"name": "no sub"}"#, r#"{"sub": ""}"#] {
+            let err = parse(&["--user-claims", bad]).into_config().unwrap_err();
+            assert!(matches!(err, MockError::UserClaims(_)), "{bad}: {err}");
+        }
     }
 }

@@ -30,10 +30,34 @@
 //! `email`, `address`, `phone`); every other (custom) claim of a user is
 //! always released, in ID tokens, JWT access tokens and userinfo alike.
 //!
+//! # Differences from the Python `oidc-provider-mock` 0.4.8
+//!
+//! | | reference | here |
+//! |---|---|---|
+//! | access tokens | opaque | RFC 9068 JWTs (`typ: at+jwt`); `--opaque-access-tokens` for opaque |
+//! | `aud` of access tokens | n/a | `resource` (RFC 8707), else `--default-audience`, else client id |
+//! | custom scopes (`mcp:read`) | dropped | kept |
+//! | PKCE | not checked | S256 checked (`plain` refused); `--require-pkce` makes it mandatory |
+//! | refresh tokens | reusable, none returned on refresh | rotated: a new one each use, the old one spent |
+//! | reused authorization code | `invalid_grant` | `invalid_grant`, and the tokens it produced are revoked |
+//! | userinfo with a bad token | 400 `access_denied` | 401 + `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750) |
+//! | authorization responses | no `iss` | RFC 9207 `iss` on every redirect, errors included |
+//! | signing | RS256, new key every start | ES256 (or RS256), rotatable, optional key file |
+//! | extra endpoints | none | `/.well-known/oauth-authorization-server`, introspection, revocation, `POST /keys/rotate` |
+//! | grants | code, refresh | code, refresh, `client_credentials` |
+//! | end session | confirmation form | redirect to `post_logout_redirect_uri` (with `state`) at once |
+//! | `--user-claims-file` | YAML or JSON | JSON (a JSON file is valid YAML, so such files work with both) |
+//! | bad bodies at `PUT /users` / registration | 400 text | 400 JSON `invalid_request` / RFC 7591 errors |
+//!
+//! With `--require-nonce`, as in the reference, only OpenID requests (scope
+//! `openid`) need a nonce. A registered confidential client may use either
+//! `client_secret_basic` or `client_secret_post`.
+//!
 //! State lives in memory. Revoking a user's tokens makes them inactive at
 //! userinfo, introspection and the refresh grant, but a JWT access token keeps
 //! verifying by signature until it expires: resource servers that must see
-//! revocations have to introspect.
+//! revocations have to introspect. Introspection knows only tokens issued
+//! by the running process (also after a restart with a key file).
 
 #![warn(missing_docs)]
 
