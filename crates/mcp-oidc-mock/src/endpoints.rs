@@ -159,7 +159,9 @@ pub(crate) async fn authorize(
             format!("unknown client {client_id}"),
         ));
     }
-    let redirect_raw = match (query.one("redirect_uri").map_err(page)?, &client) {
+    let redirect_given = query.one("redirect_uri").map_err(page)?;
+    let redirect_uri_given = redirect_given.is_some();
+    let redirect_raw = match (redirect_given, &client) {
         (Some(uri), _) => uri.to_owned(),
         (None, Some(c)) if c.redirect_uris.len() == 1 => c.redirect_uris[0].clone(),
         (None, _) => return Err(page("missing redirect_uri".into())),
@@ -306,6 +308,7 @@ pub(crate) async fn authorize(
             CodeRecord {
                 client_id: client_id.clone(),
                 redirect_uri: redirect_raw,
+                redirect_uri_given,
                 sub: sub.clone(),
                 scope,
                 nonce,
@@ -554,7 +557,11 @@ fn code_grant(
         record.used = true;
         record.clone()
     };
-    if redirect_uri != Some(record.redirect_uri.as_str()) {
+    let redirect_ok = match redirect_uri {
+        Some(uri) => uri == record.redirect_uri,
+        None => !record.redirect_uri_given,
+    };
+    if !redirect_ok {
         return Err(invalid_grant(
             "redirect_uri does not match the authorization request",
         ));

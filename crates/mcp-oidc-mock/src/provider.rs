@@ -314,6 +314,17 @@ pub(crate) fn audience_value(aud: &[String]) -> Value {
     }
 }
 
+/// Browser-based MCP clients (e.g. inspectors) call discovery, registration
+/// and the token endpoint from another origin, as the reference mock allows.
+/// No credentials mode: tokens travel in headers or bodies, never cookies.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::Method;
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+}
+
 /// A mock OpenID provider. Cheap to clone: all clones share one state.
 #[derive(Clone)]
 pub struct MockProvider {
@@ -393,6 +404,7 @@ impl MockProvider {
             )
             .route("/keys/rotate", post(endpoints::rotate_key))
             .with_state(Arc::clone(&self.inner))
+            .layer(cors())
     }
 
     /// Creates or replaces a user's claims (`sub` inside `claims` is ignored).

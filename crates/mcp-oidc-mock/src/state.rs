@@ -91,6 +91,9 @@ impl fmt::Debug for Client {
 pub(crate) struct CodeRecord {
     pub client_id: String,
     pub redirect_uri: String,
+    /// RFC 6749 §4.1.3: the token request must repeat `redirect_uri` only if
+    /// the authorization request carried it.
+    pub redirect_uri_given: bool,
     pub sub: String,
     pub scope: String,
     pub nonce: Option<String>,

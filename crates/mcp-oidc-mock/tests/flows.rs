@@ -807,3 +807,61 @@ async fn deny_redirects_with_access_denied_state_and_iss() {
     assert_eq!(params["state"], "s1");
     assert_eq!(params["iss"], m.issuer);
 }
+
+#[tokio::test]
+async fn cors_preflight_is_answered_for_browser_clients() {
+    let m = start_default().await;
+    let response = m
+        .http
+        .request(reqwest::Method::OPTIONS, m.url("/oauth2/token"))
+        .header("origin", "http://localhost:6274")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+}
+
+#[tokio::test]
+async fn registered_client_may_omit_its_single_redirect_uri_in_both_requests() {
+    let m = start(MockConfig {
+        require_registration: true,
+        ..MockConfig::default()
+    })
+    .await;
+    let client: Value = m
+        .http
+        .post(m.url("/oauth2/clients"))
+        .json(&json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = client["client_id"].as_str().unwrap();
+    let response = m
+        .authorize_post(
+            &[("client_id", id), ("response_type", "code")],
+            &[("sub", "pat")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert!(
+        response.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with(REDIRECT)
+    );
+    let code = redirect_params(&response)["code"].clone();
+    let (status, body) = m
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", id),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
