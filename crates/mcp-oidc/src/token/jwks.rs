@@ -180,6 +180,9 @@ struct RawJwks {
 
 struct FetchState {
     last_attempt: Option<Instant>,
+    /// When a token with an unseen `kid` last forced a fetch. Tracked apart from the
+    /// background refreshes, so a key rotated in right after a refresh is still picked up.
+    last_forced: Option<Instant>,
     consecutive_failures: u32,
     next_attempt: Option<Instant>,
     last_error: Option<String>,
@@ -229,6 +232,7 @@ impl KeyStore {
             keys: RwLock::new(preloaded),
             state: Mutex::new(FetchState {
                 last_attempt: None,
+                last_forced: None,
                 consecutive_failures: 0,
                 next_attempt: None,
                 last_error: None,
@@ -390,9 +394,14 @@ impl KeyStore {
             .state
             .lock()
             .ok()
-            .map(|st| {
-                st.last_attempt
-                    .is_none_or(|t| t.elapsed() >= self.settings.unknown_kid_cooldown)
+            .map(|mut st| {
+                let allowed = st
+                    .last_forced
+                    .is_none_or(|t| t.elapsed() >= self.settings.unknown_kid_cooldown);
+                if allowed {
+                    st.last_forced = Some(Instant::now());
+                }
+                allowed
             })
             .unwrap_or(false);
         if !allowed {

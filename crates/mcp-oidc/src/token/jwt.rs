@@ -204,6 +204,9 @@ impl JwtVerifier {
         // `jku`, `x5u`, `jwk` and `x5c` are deliberately ignored: keys come only from the
         // issuer's configured key source, never from the token itself.
 
+        if parts.signature.is_empty() {
+            return Err(InvalidToken::BadSignature.into());
+        }
         let keys = self.inner.keys.keys_for(kid, alg).await?;
         let verified = keys.iter().any(|k| {
             jsonwebtoken::crypto::verify(
@@ -321,9 +324,6 @@ pub(crate) fn split_jws(token: &str) -> Result<JwsParts<'_>, InvalidToken> {
     if header.is_empty() || payload.is_empty() {
         return Err(InvalidToken::Malformed("not a JWT"));
     }
-    if signature.is_empty() {
-        return Err(InvalidToken::BadSignature);
-    }
     Ok(JwsParts {
         header,
         payload,
@@ -407,7 +407,7 @@ mod tests {
     fn five_part_tokens_are_reported_as_encrypted() {
         assert_eq!(split_jws("a.b.c.d.e").err(), Some(InvalidToken::Encrypted));
         assert!(matches!(split_jws("a.b"), Err(InvalidToken::Malformed(_))));
-        assert_eq!(split_jws("a.b.").err(), Some(InvalidToken::BadSignature));
+        assert!(split_jws("a.b.").is_ok_and(|p| p.signature.is_empty()));
     }
 
     #[test]

@@ -1,0 +1,665 @@
+//! The protected MCP server end to end: real HTTP on loopback, a real JWKS-serving issuer,
+//! the built-in mock OpenID provider, and rmcp's streamable HTTP client.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use mcp_oidc::token::{
+    AudiencePolicy, IntrospectionConfig, IntrospectionVerifier, JwksSettings, JwtConfig,
+    JwtVerifier, KeySource, MultiVerifier, TokenCache, TokenVerifier, UserinfoConfig,
+    UserinfoVerifier,
+};
+use mcp_oidc_mock::headless::{self, TokenRequest};
+use mcp_oidc_mock::{MockConfig, MockProvider};
+use rmcp::model::CallToolRequestParams;
+use serde_json::{Map, Value, json};
+
+fn jwt_verifier(issuer: &str, audience: &str, jwks: JwksSettings) -> JwtVerifier {
+    let mut config = JwtConfig::new(
+        issuer,
+        KeySource::Discovery(issuer.to_owned()),
+        AudiencePolicy::OneOf(vec![audience.into()]),
+    );
+    config.jwks = jwks;
+    JwtVerifier::new(config).unwrap()
+}
+
+fn fast_jwks() -> JwksSettings {
+    JwksSettings {
+        unknown_kid_cooldown: Duration::from_millis(200),
+        max_retry_backoff: Duration::from_millis(500),
+        ..JwksSettings::default()
+    }
+}
+
+async fn issuer_and_server() -> (TestIssuer, Served) {
+    let issuer = TestIssuer::start().await;
+    let url = issuer.url.clone();
+    let served = serve_probe(
+        |r| Arc::new(jwt_verifier(&url, r.resource(), JwksSettings::default())),
+        |s| s,
+    )
+    .await;
+    (issuer, served)
+}
+
+fn user(sub: &str, name: &str) -> (String, Map<String, Value>) {
+    let claims = json!({"email": format!("{sub}@example.com"), "name": name});
+    (sub.to_owned(), claims.as_object().unwrap().clone())
+}
+
+async fn mock_provider(config: MockConfig) -> mcp_oidc_mock::RunningMock {
+    let config = MockConfig {
+        users: vec![user("testuser", "Test User"), user("alice", "Alice")],
+        ..config
+    };
+    MockProvider::new(config)
+        .unwrap()
+        .spawn("127.0.0.1:0")
+        .await
+        .unwrap()
+}
+
+async fn token_from(
+    issuer: &str,
+    user: &str,
+    scope: &str,
+    resource: &str,
+) -> headless::TokenResponse {
+    let http = headless::http_client().unwrap();
+    let mut req = TokenRequest::new(issuer, user);
+    req.scope = scope.to_owned();
+    req.resource = Some(resource.to_owned());
+    headless::fetch_token(&http, &req).await.unwrap()
+}
+
+fn payload(jwt: &str) -> Map<String, Value> {
+    headless::unverified_claims(jwt).unwrap()
+}
+
+async fn json_body(r: reqwest::Response) -> Value {
+    serde_json::from_str(&r.text().await.unwrap()).unwrap()
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn valid_token_whoami_returns_exactly_the_token_claims() {
+    let idp = mock_provider(MockConfig::default()).await;
+    let iss = idp.issuer();
+    let served = serve_probe(
+        |r| Arc::new(jwt_verifier(&iss, r.resource(), JwksSettings::default())),
+        |s| s,
+    )
+    .await;
+    let token = token_from(&iss, "testuser", "openid profile email", &served.mcp_url).await;
+    let client = connect(&served.mcp_url, &token.access_token).await.unwrap();
+
+    let result = client
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .unwrap();
+    let text = result.content[0].as_text().unwrap().text.clone();
+    let seen: Map<String, Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(seen, payload(&token.access_token));
+    assert_eq!(seen["sub"], "testuser");
+    assert_eq!(seen["email"], "testuser@example.com");
+    assert_eq!(seen["name"], "Test User");
+    assert_eq!(seen["aud"], json!(served.mcp_url));
+
+    let result = client
+        .call_tool(
+            CallToolRequestParams::new("process_data")
+                .with_arguments(json!({"data": "hello"}).as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        result.content[0].as_text().unwrap().text,
+        "Processing for user: testuser"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_bad_credential_gets_the_exact_refusal_and_reaches_no_tool() {
+    let (issuer, served) = issuer_and_server().await;
+    let aud = served.mcp_url.clone();
+    let metadata = format!("{}/.well-known/oauth-protected-resource/mcp", served.base);
+    let good = issuer.claims("alice", &aud);
+
+    let mut expired = good.clone();
+    expired["exp"] = json!(now() - 3600);
+    expired["iat"] = json!(now() - 7200);
+    let mut future_nbf = good.clone();
+    future_nbf["nbf"] = json!(now() + 3600);
+    let mut wrong_iss = good.clone();
+    wrong_iss["iss"] = json!("http://evil.example");
+    let mut wrong_aud = good.clone();
+    wrong_aud["aud"] = json!("http://other.example/mcp");
+
+    let valid = issuer.rs256(&good);
+    let mut bad_sig = valid.clone();
+    let last = bad_sig.pop().unwrap();
+    bad_sig.push(if last == 'A' { 'B' } else { 'A' });
+    let alg_none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"}).to_string().as_bytes()),
+        b64(good.to_string().as_bytes())
+    );
+    let hs256_with_public_key = jws(
+        &json!({"alg": "HS256", "kid": issuer.rsa.kid}),
+        &good,
+        |i| hmac_sha("HS256", &issuer.rsa.public_material(), i),
+    );
+    let unknown_kid = jws(&json!({"alg": "RS256", "kid": "no-such-key"}), &good, |i| {
+        issuer.rsa.sign(i)
+    });
+
+    let cases: Vec<(&str, Option<String>, u16, Option<&str>)> = vec![
+        ("no header", None, 401, None),
+        ("wrong scheme", Some("Basic dXNlcjpwYXNz".into()), 401, None),
+        (
+            "garbage",
+            Some("Bearer garbage".into()),
+            401,
+            Some("the token is malformed: not a JWT"),
+        ),
+        (
+            "bad signature",
+            Some(format!("Bearer {bad_sig}")),
+            401,
+            Some("the token signature is invalid"),
+        ),
+        (
+            "alg none",
+            Some(format!("Bearer {alg_none}")),
+            401,
+            Some("the signing algorithm none is not allowed"),
+        ),
+        (
+            "HS256 with the RSA public key",
+            Some(format!("Bearer {hs256_with_public_key}")),
+            401,
+            Some("the signing algorithm HS256 is not allowed"),
+        ),
+        (
+            "unknown kid",
+            Some(format!("Bearer {unknown_kid}")),
+            401,
+            Some("the token was signed with an unknown key"),
+        ),
+        (
+            "expired",
+            Some(format!("Bearer {}", issuer.rs256(&expired))),
+            401,
+            Some("the token has expired"),
+        ),
+        (
+            "nbf in the future",
+            Some(format!("Bearer {}", issuer.rs256(&future_nbf))),
+            401,
+            Some("the token is not valid yet"),
+        ),
+        (
+            "wrong iss",
+            Some(format!("Bearer {}", issuer.rs256(&wrong_iss))),
+            401,
+            Some("the token was issued by an untrusted issuer"),
+        ),
+        (
+            "wrong aud",
+            Some(format!("Bearer {}", issuer.rs256(&wrong_aud))),
+            401,
+            Some("the token is not intended for this resource (audience mismatch)"),
+        ),
+    ];
+
+    for (name, auth, status, description) in cases {
+        let r = post(&served.mcp_url, auth.as_deref(), INIT).await;
+        assert_eq!(r.status().as_u16(), status, "{name}");
+        let challenge = header(&r, "www-authenticate");
+        let expected_challenge = match description {
+            None => {
+                format!("Bearer scope=\"openid profile email\", resource_metadata=\"{metadata}\"")
+            }
+            Some(d) => format!(
+                "Bearer error=\"invalid_token\", error_description=\"{d}\", scope=\"openid profile email\", resource_metadata=\"{metadata}\""
+            ),
+        };
+        assert_eq!(challenge, expected_challenge, "{name}");
+        assert_eq!(header(&r, "content-type"), "application/json", "{name}");
+        let body = json_body(r).await;
+        match description {
+            None => assert_eq!(body["error"], "unauthorized", "{name}"),
+            Some(d) => {
+                assert_eq!(body["error"], "invalid_token", "{name}");
+                assert_eq!(body["error_description"], d, "{name}");
+            }
+        }
+    }
+
+    // A token in the query string is refused even when it is valid.
+    let r = post(
+        &format!("{}?access_token={valid}", served.mcp_url),
+        None,
+        INIT,
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(header(&r, "www-authenticate").starts_with("Bearer error=\"invalid_request\""));
+    assert_eq!(json_body(r).await["error"], "invalid_request");
+
+    // Malformed Authorization headers are 400 invalid_request.
+    let r = post(&served.mcp_url, Some("Bearer a b"), INIT).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(json_body(r).await["error"], "invalid_request");
+
+    assert_eq!(
+        served.calls.load(Ordering::SeqCst),
+        0,
+        "no refused request may reach a tool"
+    );
+
+    // And the valid token works, with a lower-case scheme and extra spaces.
+    let r = post(&served.mcp_url, Some(&format!("bearer   {valid}")), INIT).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn missing_scope_gets_403_insufficient_scope_and_the_tool_is_hidden() {
+    let (issuer, served) = issuer_and_server().await;
+    let narrow = issuer.rs256(&issuer.claims("alice", &served.mcp_url));
+    let mut wide_claims = issuer.claims("alice", &served.mcp_url);
+    wide_claims["scope"] = json!("openid mcp:write");
+    let wide = issuer.rs256(&wide_claims);
+
+    let client = connect(&served.mcp_url, &narrow).await.unwrap();
+    let names: Vec<String> = client
+        .list_tools(None)
+        .await
+        .unwrap()
+        .tools
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(names.contains(&"whoami".to_owned()));
+    assert!(!names.contains(&"write_note".to_owned()), "{names:?}");
+    client.cancel().await.unwrap();
+
+    let r = post(
+        &served.mcp_url,
+        Some(&format!("Bearer {narrow}")),
+        &call("write_note", json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        header(&r, "www-authenticate"),
+        format!(
+            "Bearer error=\"insufficient_scope\", error_description=\"the tool `write_note` requires the scopes: mcp:write\", scope=\"mcp:write openid profile email\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
+            served.base
+        )
+    );
+    assert_eq!(json_body(r).await["error"], "insufficient_scope");
+    assert_eq!(served.calls.load(Ordering::SeqCst), 0);
+
+    let client = connect(&served.mcp_url, &wide).await.unwrap();
+    let names: Vec<String> = client
+        .list_tools(None)
+        .await
+        .unwrap()
+        .tools
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(names.contains(&"write_note".to_owned()), "{names:?}");
+    let result = client
+        .call_tool(CallToolRequestParams::new("write_note"))
+        .await
+        .unwrap();
+    assert_eq!(result.content[0].as_text().unwrap().text, "saved");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn another_users_token_on_a_session_is_refused_as_unknown_and_the_owner_still_works() {
+    let (issuer, served) = issuer_and_server().await;
+    let alice = format!(
+        "Bearer {}",
+        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
+    );
+    let bob = format!(
+        "Bearer {}",
+        issuer.rs256(&issuer.claims("bob", &served.mcp_url))
+    );
+
+    let r = post(&served.mcp_url, Some(&alice), INIT).await;
+    assert_eq!(r.status(), 200);
+    let session = header(&r, "mcp-session-id");
+    assert!(!session.is_empty());
+    let _ = r.text().await;
+
+    let send = |auth: String, body: String| {
+        let url = served.mcp_url.clone();
+        let session = session.clone();
+        async move {
+            reqwest::Client::new()
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", "2025-06-18")
+                .header("authorization", auth)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = send(
+        alice.clone(),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.into(),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+
+    let r = send(bob.clone(), call("whoami", json!({}))).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.text().await.unwrap(), "Not Found: Session not found");
+    assert_eq!(served.calls.load(Ordering::SeqCst), 0);
+
+    let r = send(alice.clone(), call("whoami", json!({}))).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains(r#"\"sub\":\"alice\""#), "{text}");
+}
+
+#[tokio::test]
+async fn provider_down_at_startup_gets_503_with_retry_after_then_recovers_by_itself() {
+    let issuer = TestIssuer::start_with(true).await;
+    let url = issuer.url.clone();
+    let served = serve_probe(
+        |r| Arc::new(jwt_verifier(&url, r.resource(), fast_jwks())),
+        |s| s,
+    )
+    .await;
+    let token = format!(
+        "Bearer {}",
+        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
+    );
+
+    let r = post(&served.mcp_url, Some(&token), INIT).await;
+    assert_eq!(r.status(), 503);
+    let retry: u64 = header(&r, "retry-after").parse().unwrap();
+    assert!(retry >= 1);
+    assert_eq!(json_body(r).await["error"], "temporarily_unavailable");
+
+    issuer.set_down(false);
+    let recovered = eventually(Duration::from_secs(10), async || {
+        post(&served.mcp_url, Some(&token), INIT).await.status() == 200
+    })
+    .await;
+    assert!(recovered, "the server did not recover without a restart");
+}
+
+#[tokio::test]
+async fn rotated_key_is_accepted_after_one_refetch() {
+    let (issuer, served) = issuer_and_server().await;
+    let first = format!(
+        "Bearer {}",
+        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
+    );
+    assert_eq!(
+        post(&served.mcp_url, Some(&first), INIT).await.status(),
+        200
+    );
+    let before = issuer.jwks_fetches();
+
+    let rotated = RsaKey::generate("rsa-2");
+    issuer.publish(rotated.jwk.clone());
+    let claims = issuer.claims("alice", &served.mcp_url);
+    let token = jws(
+        &json!({"alg": "RS256", "typ": "at+jwt", "kid": "rsa-2"}),
+        &claims,
+        |i| rotated.sign(i),
+    );
+    let r = post(&served.mcp_url, Some(&format!("Bearer {token}")), INIT).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(issuer.jwks_fetches() - before, 1, "exactly one refetch");
+    // The old key keeps working.
+    assert_eq!(
+        post(&served.mcp_url, Some(&first), INIT).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_bogus_kids_cause_at_most_a_handful_of_jwks_fetches() {
+    let (issuer, served) = issuer_and_server().await;
+    let good = format!(
+        "Bearer {}",
+        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
+    );
+    assert_eq!(post(&served.mcp_url, Some(&good), INIT).await.status(), 200);
+    let before = issuer.jwks_fetches();
+    let claims = issuer.claims("mallory", &served.mcp_url);
+    let tokens: Vec<String> = (0..1000)
+        .map(|i| {
+            jws(
+                &json!({"alg": "RS256", "kid": format!("bogus-{i}-{}", rand_suffix(i))}),
+                &claims,
+                |_| vec![1, 2, 3],
+            )
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for chunk in tokens.chunks(50) {
+        let futures = chunk.iter().map(|t| {
+            client
+                .post(&served.mcp_url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("authorization", format!("Bearer {t}"))
+                .body(INIT)
+                .send()
+        });
+        for r in futures::future::join_all(futures).await {
+            statuses.push(r.unwrap().status().as_u16());
+        }
+    }
+    assert!(statuses.iter().all(|s| *s == 401));
+    let fetched = issuer.jwks_fetches() - before;
+    assert!(fetched <= 2, "{fetched} JWKS fetches for 1000 bogus kids");
+}
+
+fn rand_suffix(i: usize) -> u64 {
+    (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ now()
+}
+
+#[tokio::test]
+async fn protected_resource_metadata_has_the_rfc9728_fields_at_root_and_path() {
+    let (issuer, served) = issuer_and_server().await;
+    let client = reqwest::Client::new();
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let r = client
+            .get(format!("{}{path}", served.base))
+            .header("origin", "http://some-browser-app.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(header(&r, "access-control-allow-origin"), "*", "{path}");
+        let doc = json_body(r).await;
+        let mut keys: Vec<&str> = doc
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "authorization_servers",
+                "bearer_methods_supported",
+                "resource",
+                "scopes_supported"
+            ],
+            "{path}"
+        );
+        assert_eq!(doc["resource"], served.mcp_url);
+        assert_eq!(doc["authorization_servers"], json!([issuer.url]));
+        assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+        assert_eq!(
+            doc["scopes_supported"],
+            json!(["openid", "profile", "email"])
+        );
+    }
+}
+
+#[tokio::test]
+async fn stateless_json_mode_serves_a_bare_tools_call() {
+    let issuer = TestIssuer::start().await;
+    let url = issuer.url.clone();
+    let served = serve_probe(
+        |r| Arc::new(jwt_verifier(&url, r.resource(), JwksSettings::default())),
+        |s| s.stateless(true).token_cache(TokenCache::disabled()),
+    )
+    .await;
+    let token = format!(
+        "Bearer {}",
+        issuer.es256(&issuer.claims("carol", &served.mcp_url))
+    );
+    let r = post(
+        &served.mcp_url,
+        Some(&token),
+        &call("process_data", json!({"data": "x"})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "content-type").starts_with("application/json"));
+    assert!(header(&r, "mcp-session-id").is_empty());
+    let body = json_body(r).await;
+    assert_eq!(
+        body["result"]["content"][0]["text"],
+        "Processing for user: carol"
+    );
+}
+
+#[tokio::test]
+async fn several_issuers_are_routed_by_iss_and_strangers_are_refused() {
+    let a = TestIssuer::start().await;
+    let b = TestIssuer::start().await;
+    let stranger = TestIssuer::start().await;
+    let (ua, ub) = (a.url.clone(), b.url.clone());
+    let served = serve_probe(
+        |r| {
+            Arc::new(
+                MultiVerifier::new()
+                    .with(jwt_verifier(&ua, r.resource(), JwksSettings::default()))
+                    .with(jwt_verifier(&ub, r.resource(), JwksSettings::default())),
+            ) as Arc<dyn TokenVerifier>
+        },
+        |s| s,
+    )
+    .await;
+    for (issuer, sub) in [(&a, "from-a"), (&b, "from-b")] {
+        let t = format!(
+            "Bearer {}",
+            issuer.rs256(&issuer.claims(sub, &served.mcp_url))
+        );
+        let r = post(&served.mcp_url, Some(&t), INIT).await;
+        assert_eq!(r.status(), 200, "{sub}");
+    }
+    let t = format!(
+        "Bearer {}",
+        stranger.rs256(&stranger.claims("x", &served.mcp_url))
+    );
+    let r = post(&served.mcp_url, Some(&t), INIT).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        json_body(r).await["error_description"],
+        "the token was issued by an untrusted issuer"
+    );
+    assert_eq!(
+        stranger.jwks_fetches(),
+        0,
+        "no key fetch for an untrusted issuer"
+    );
+}
+
+#[tokio::test]
+async fn opaque_tokens_are_verified_with_userinfo_and_with_introspection() {
+    let idp = mock_provider(MockConfig {
+        opaque_access_tokens: true,
+        ..MockConfig::default()
+    })
+    .await;
+    let iss = idp.issuer();
+    for mode in ["userinfo", "introspection"] {
+        let iss2 = iss.clone();
+        let served = serve_probe(
+            move |r| match mode {
+                "userinfo" => Arc::new(UserinfoVerifier::new(UserinfoConfig {
+                    issuer: iss2.as_str().into(),
+                    discovery_url: iss2.clone(),
+                    endpoint: None,
+                    timeout: Duration::from_secs(5),
+                })) as Arc<dyn TokenVerifier>,
+                _ => Arc::new(IntrospectionVerifier::new(IntrospectionConfig {
+                    issuer: iss2.as_str().into(),
+                    endpoint: format!("{iss2}/oauth2/introspect"),
+                    client_id: "resource-server".into(),
+                    client_secret: mcp_oidc::types::ClientSecret::new("rs-secret"),
+                    audience: AudiencePolicy::OneOf(vec![r.resource().into()]),
+                    timeout: Duration::from_secs(5),
+                })),
+            },
+            |s| s,
+        )
+        .await;
+        let token = token_from(&iss, "alice", "openid profile email", &served.mcp_url).await;
+        assert_eq!(
+            token.access_token.matches('.').count(),
+            0,
+            "opaque token expected"
+        );
+        let client = connect(&served.mcp_url, &token.access_token).await.unwrap();
+        let result = client
+            .call_tool(CallToolRequestParams::new("whoami"))
+            .await
+            .unwrap();
+        let seen: Map<String, Value> =
+            serde_json::from_str(&result.content[0].as_text().unwrap().text).unwrap();
+        assert_eq!(seen["sub"], "alice", "{mode}");
+        if mode == "userinfo" {
+            assert_eq!(seen["email"], "alice@example.com");
+        } else {
+            assert_eq!(seen["active"], true);
+            assert_eq!(seen["client_id"], "mcp-oidc-dev");
+        }
+        client.cancel().await.unwrap();
+
+        let r = post(&served.mcp_url, Some("Bearer not-a-real-token-xyz"), INIT).await;
+        assert_eq!(r.status(), 401, "{mode}");
+        assert_eq!(
+            json_body(r).await["error_description"],
+            "the token is not active",
+            "{mode}"
+        );
+    }
+}
