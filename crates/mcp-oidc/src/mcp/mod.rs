@@ -3,7 +3,7 @@
 //! Wrap any rmcp [`ServerHandler`] in [`Authenticated`] and its tools receive the caller
 //! with no boilerplate, either as a tool parameter:
 //!
-//! ```ignore
+//! ```text
 //! #[tool(description = "Who am I?")]
 //! async fn whoami(&self, Extension(token): Extension<AccessToken>) -> String {
 //!     token.subject().to_string()
