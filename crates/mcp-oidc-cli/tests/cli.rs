@@ -1,0 +1,292 @@
+//! The `mcp-oidc` binary end to end: `dev`, `token`, `serve` and `check` as a user runs them,
+//! against our mock provider and the Python reference `oidc-provider-mock`.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use mcp_oidc_cli::config::Settings;
+use mcp_oidc_mock::headless::{self, TokenRequest};
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, ClientConfig};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-oidc");
+
+async fn whoami(mcp_url: &str, token: &str) -> Value {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(mcp_url.to_owned())
+            .auth_header(token.to_owned()),
+    );
+    let client = ClientConfig::default().serve(transport).await.unwrap();
+    let result = client
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .unwrap();
+    client.cancel().await.unwrap();
+    result
+        .structured_content
+        .expect("whoami returns structured output")
+}
+
+/// Reads the `dev` banner until both URLs are known.
+async fn dev_urls(stdout: tokio::process::ChildStdout) -> (String, String) {
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut mcp, mut idp) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while mcp.is_none() || idp.is_none() {
+        assert!(Instant::now() < deadline, "no banner from mcp-oidc dev");
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("banner in time")
+            .unwrap()
+            .expect("dev exited before printing its banner");
+        let url = line.split_whitespace().find(|w| w.starts_with("http://"));
+        if line.trim_start().starts_with("MCP server") {
+            mcp = url.map(str::to_owned);
+        } else if line.trim_start().starts_with("OpenID provider") {
+            idp = url.map(str::to_owned);
+        }
+    }
+    // Keep draining so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (mcp.unwrap(), idp.unwrap())
+}
+
+#[tokio::test]
+async fn dev_serves_a_token_from_the_token_command_and_stops_cleanly_on_sigterm() {
+    let mut dev = tokio::process::Command::new(BIN)
+        .args(["dev", "--port", "0", "--idp-port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (mcp_url, issuer) = dev_urls(dev.stdout.take().unwrap()).await;
+
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "token",
+            "--user",
+            "testuser",
+            "--issuer",
+            &issuer,
+            "--resource",
+            &mcp_url,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.matches('.').count(), 2, "a JWT access token");
+
+    let me = whoami(&mcp_url, &token).await;
+    assert_eq!(me["sub"], "testuser");
+    assert_eq!(me["email"], "testuser@example.com");
+    assert_eq!(me["name"], "Test User");
+    assert_eq!(me["iss"], issuer);
+    assert_eq!(me["aud"], json!([mcp_url]));
+
+    // Unauthenticated requests are refused with the discovery challenge.
+    let r = reqwest::Client::new()
+        .post(&mcp_url)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let pid = dev.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), dev.wait())
+        .await
+        .expect("dev stops within 20 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "dev exited with {status}");
+}
+
+fn python_mock_program() -> PathBuf {
+    let path = std::env::var_os("OIDC_PROVIDER_MOCK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/peers/venv/bin/oidc-provider-mock")
+        });
+    assert!(
+        path.exists(),
+        "the Python oidc-provider-mock was not found at {}: run scripts/setup-python-peers",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn serve_verifies_the_reference_providers_opaque_tokens_with_userinfo() {
+    // The seed's exact setup: oidc-provider-mock on a port, testuser created with PUT.
+    let port = free_port();
+    let _python = tokio::process::Command::new(python_mock_program())
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let issuer = format!("http://localhost:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = http
+            .get(format!("{issuer}/.well-known/openid-configuration"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "oidc-provider-mock did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = http
+        .put(format!("{issuer}/users/testuser"))
+        .json(&json!({"email": "testuser@example.com", "name": "Test User"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    let flow = headless::http_client().unwrap();
+    let mut request = TokenRequest::new(&issuer, "testuser");
+    request.client_secret = Some("any-secret".into());
+    let token = headless::fetch_token(&flow, &request).await.unwrap();
+    assert_eq!(
+        token.access_token.matches('.').count(),
+        0,
+        "the reference issues opaque tokens"
+    );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mcp_port = listener.local_addr().unwrap().port();
+    let settings = Settings {
+        issuer: Some(issuer.clone()),
+        token_validation: Some("userinfo".into()),
+        bind: Some(format!("127.0.0.1:{mcp_port}")),
+        ..Settings::default()
+    };
+    let resolved = settings.resolve().unwrap();
+    let server = tokio::spawn(mcp_oidc_cli::run::serve_demo(
+        resolved,
+        listener,
+        std::future::pending(),
+    ));
+
+    let me = whoami(
+        &format!("http://localhost:{mcp_port}/mcp"),
+        &token.access_token,
+    )
+    .await;
+    assert_eq!(me["sub"], "testuser");
+    assert_eq!(me["email"], "testuser@example.com");
+    assert_eq!(me["name"], "Test User");
+    assert_eq!(me["iss"], issuer);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_wrong_config_fails_at_startup_naming_the_key_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mcp-oidc.toml");
+    std::fs::write(&file, "isuer = \"http://localhost:9400\"\n").unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env_remove("MCP_OIDC_ISSUER")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`isuer`"), "{err}");
+
+    let out = tokio::process::Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env_remove("MCP_OIDC_ISSUER")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`issuer`") && err.contains("MCP_OIDC_ISSUER") && err.contains("--issuer"),
+        "{err}"
+    );
+
+    // Environment variables are honoured: a bad value is reported under its key.
+    let out = tokio::process::Command::new(BIN)
+        .args(["serve"])
+        .env("MCP_OIDC_ISSUER", "http://localhost:9400")
+        .env("MCP_OIDC_ALGORITHMS", "none")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`algorithms`"), "{err}");
+}
+
+#[tokio::test]
+async fn check_reaches_the_provider_and_catches_an_issuer_mismatch() {
+    let dev = mcp_oidc_cli::dev::start(&mcp_oidc_cli::dev::DevArgs {
+        port: 0,
+        idp_port: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ok = tokio::process::Command::new(BIN)
+        .args(["check", "--issuer", &dev.issuer])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("all checks passed"));
+
+    // The configured issuer differs from what the provider calls itself: every token
+    // would be refused, and `check` says so before anyone tries.
+    let wrong = format!("{}/realms/other", dev.issuer);
+    let config_url = format!("{}/.well-known/openid-configuration", dev.issuer);
+    let bad = tokio::process::Command::new(BIN)
+        .args(["check", "--issuer", &wrong, "--config-url", &config_url])
+        .output()
+        .await
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("calls itself"));
+    dev.stop().await.unwrap();
+}
