@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod mcp;
+pub mod proxy;
 pub mod resource;
 pub mod server;
 pub mod token;
