@@ -1,11 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+pub mod __fuzz;
 pub mod error;
 pub mod mcp;
 pub mod proxy;
 pub mod resource;
 pub mod server;
+pub mod store;
 pub mod token;
 pub mod types;
 
