@@ -17,6 +17,40 @@ use mcp_oidc::types::{ClientId, ClientSecret, Scopes};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// A pre-registered client of the OAuth proxy (`[[clients]]` in the config file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// Its id.
+    pub client_id: String,
+    /// Its secret (omit for a public client).
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Its redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Its display name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Where the proxy keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// In memory (lost on restart).
+    Memory,
+    /// A SQLite file.
+    Sqlite(PathBuf),
+}
+
+/// The OAuth proxy part of a configuration.
+#[derive(Debug, Clone)]
+pub struct ProxyPlan {
+    /// The proxy's settings.
+    pub config: mcp_oidc::proxy::ProxyConfig,
+    /// Its store.
+    pub store: StoreChoice,
+}
+
 /// Every setting, each optional so that the file, the environment and the flags can be
 /// layered. Field names are the TOML keys; `MCP_OIDC_` + upper case is the variable.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, clap::Args)]
@@ -119,6 +153,56 @@ pub struct Settings {
     /// origin, mirroring the provider's metadata, for older clients [default: true].
     #[arg(long, env = "MCP_OIDC_MIRROR_PROVIDER_METADATA", num_args = 0..=1, default_missing_value = "true")]
     pub mirror_provider_metadata: Option<bool>,
+    /// OAuth proxy: the client id registered for this server at the provider (turns the
+    /// proxy on; the provider must allow the redirect URI {base_url}/auth/callback).
+    #[arg(long, env = "MCP_OIDC_UPSTREAM_CLIENT_ID")]
+    pub upstream_client_id: Option<String>,
+    /// OAuth proxy: that client's secret (prefer the environment variable).
+    #[arg(long, env = "MCP_OIDC_UPSTREAM_CLIENT_SECRET", hide_env_values = true)]
+    pub upstream_client_secret: Option<String>,
+    /// OAuth proxy: scopes requested from the provider [default: openid,profile,email].
+    #[arg(long, env = "MCP_OIDC_UPSTREAM_SCOPES", value_delimiter = ',')]
+    pub upstream_scopes: Option<Vec<String>>,
+    /// OAuth proxy: a provider preset (keycloak, auth0, okta, entra, google).
+    #[arg(long, env = "MCP_OIDC_UPSTREAM_PRESET")]
+    pub upstream_preset: Option<String>,
+    /// OAuth proxy: client_secret_basic or client_secret_post [default: client_secret_basic].
+    #[arg(long, env = "MCP_OIDC_UPSTREAM_AUTH_METHOD")]
+    pub upstream_auth_method: Option<String>,
+    /// OAuth proxy: also read claims from the userinfo endpoint.
+    #[arg(long, env = "MCP_OIDC_UPSTREAM_USE_USERINFO", num_args = 0..=1, default_missing_value = "true")]
+    pub upstream_use_userinfo: Option<bool>,
+    /// OAuth proxy: extra authorization parameters, comma-separated key=value.
+    #[arg(long, env = "MCP_OIDC_UPSTREAM_EXTRA_PARAMS", value_delimiter = ',')]
+    pub upstream_extra_params: Option<Vec<String>>,
+    /// OAuth proxy: the master secret (32+ characters) sealing stored upstream tokens and
+    /// signing keys [default: generated once into {state_dir}/proxy-secret].
+    #[arg(long, env = "MCP_OIDC_PROXY_SECRET", hide_env_values = true)]
+    pub proxy_secret: Option<String>,
+    /// OAuth proxy: where state lives: sqlite or memory [default: sqlite].
+    #[arg(long, env = "MCP_OIDC_STORE")]
+    pub store: Option<String>,
+    /// OAuth proxy: directory of the SQLite database and the generated secret [default: .mcp-oidc].
+    #[arg(long, env = "MCP_OIDC_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// OAuth proxy: allowed redirect URI patterns, comma-separated (e.g. http://localhost:*,https://*.example.com/*).
+    #[arg(long, env = "MCP_OIDC_REDIRECT_URI_PATTERNS", value_delimiter = ',')]
+    pub redirect_uri_patterns: Option<Vec<String>>,
+    /// OAuth proxy: fetch client metadata documents from private and loopback addresses (development only).
+    #[arg(long, env = "MCP_OIDC_ALLOW_PRIVATE_CLIENT_METADATA", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_private_client_metadata: Option<bool>,
+    /// OAuth proxy: offer "remember this decision" on the consent page [default: false].
+    #[arg(long, env = "MCP_OIDC_REMEMBER_CONSENT", num_args = 0..=1, default_missing_value = "true")]
+    pub remember_consent: Option<bool>,
+    /// OAuth proxy: access token lifetime in seconds [default: 3600].
+    #[arg(long, env = "MCP_OIDC_ACCESS_TOKEN_TTL_SECS")]
+    pub access_token_ttl_secs: Option<u64>,
+    /// OAuth proxy: refresh token family lifetime in seconds [default: 2592000].
+    #[arg(long, env = "MCP_OIDC_REFRESH_TOKEN_TTL_SECS")]
+    pub refresh_token_ttl_secs: Option<u64>,
+    /// OAuth proxy: pre-registered clients (config file only: [[clients]] tables).
+    #[arg(skip)]
+    pub clients: Option<Vec<ClientSettings>>,
     /// DANGEROUS: serve every caller without checking tokens (benchmarks only).
     #[arg(long, env = "MCP_OIDC_INSECURE_DISABLE_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub insecure_disable_auth: Option<bool>,
@@ -197,6 +281,8 @@ pub struct Resolved {
     pub as_metadata: MetadataSource,
     /// Auth off (benchmarks).
     pub auth_disabled: bool,
+    /// The OAuth proxy, when `upstream_client_id` is set.
+    pub proxy: Option<ProxyPlan>,
     /// A JWT verifier, when one is used, for `check`.
     pub jwt: Option<JwtVerifier>,
     /// Where discovery happens.
@@ -300,7 +386,12 @@ impl Settings {
             AudiencePolicy::OneOf(list.into_iter().map(Into::into).collect())
         };
 
-        let mode = self.token_validation.as_deref().unwrap_or("jwt");
+        let proxy_mode = self.upstream_client_id.is_some();
+        let mode = if proxy_mode {
+            "proxy"
+        } else {
+            self.token_validation.as_deref().unwrap_or("jwt")
+        };
         let mut jwt = None;
         let mut verifiers = MultiVerifier::new();
         match mode {
@@ -367,6 +458,7 @@ impl Settings {
                     timeout,
                 }));
             }
+            "proxy" => {}
             other => {
                 return Err(ConfigError::new(
                     "token_validation",
@@ -400,7 +492,14 @@ impl Settings {
             MetadataSource::None
         };
 
+        let proxy = if proxy_mode {
+            Some(self.proxy_plan(&issuer, &discovery_url, &resource, timeout)?)
+        } else {
+            None
+        };
+
         Ok(Resolved {
+            proxy,
             bind,
             resource,
             verifier: Arc::new(verifiers),
@@ -417,6 +516,167 @@ impl Settings {
             discovery_url,
         })
     }
+}
+
+impl Settings {
+    fn proxy_plan(
+        &self,
+        issuer: &str,
+        discovery_url: &str,
+        resource: &ProtectedResource,
+        timeout: Duration,
+    ) -> Result<ProxyPlan, ConfigError> {
+        use mcp_oidc::proxy::{
+            PreRegisteredClient, ProxyConfig, RedirectPolicy, UpstreamAuthMethod, UpstreamConfig,
+        };
+        let client_id = required(
+            &self.upstream_client_id,
+            "upstream_client_id",
+            "my-mcp-server",
+        )?;
+        let secret = required(
+            &self.upstream_client_secret,
+            "upstream_client_secret",
+            "...",
+        )?;
+        let preset = match &self.upstream_preset {
+            Some(name) => Some(mcp_oidc::proxy::presets::preset(name).ok_or_else(|| {
+                ConfigError::new(
+                    "upstream_preset",
+                    format!("`{name}` is not one of keycloak, auth0, okta, entra, google"),
+                )
+            })?),
+            None => None,
+        };
+        let scopes = self.upstream_scopes.clone().unwrap_or_else(|| {
+            preset.map_or_else(
+                || vec!["openid".into(), "profile".into(), "email".into()],
+                |p| p.scopes.iter().map(|s| (*s).to_owned()).collect(),
+            )
+        });
+        let mut extra: Vec<(String, String)> = preset
+            .map(|p| {
+                p.extra_authorize_params
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for kv in self.upstream_extra_params.iter().flatten() {
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                ConfigError::new("upstream_extra_params", format!("`{kv}` is not key=value"))
+            })?;
+            extra.push((k.to_owned(), v.to_owned()));
+        }
+        let auth_method = match self.upstream_auth_method.as_deref() {
+            None | Some("client_secret_basic") => UpstreamAuthMethod::ClientSecretBasic,
+            Some("client_secret_post") => UpstreamAuthMethod::ClientSecretPost,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "upstream_auth_method",
+                    format!("`{other}` is not client_secret_basic or client_secret_post"),
+                ));
+            }
+        };
+        let state_dir = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".mcp-oidc"));
+        let store = match self.store.as_deref() {
+            None | Some("sqlite") => StoreChoice::Sqlite(state_dir.join("mcp-oidc.db")),
+            Some("memory") => StoreChoice::Memory,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "store",
+                    format!("`{other}` is not sqlite or memory"),
+                ));
+            }
+        };
+        let proxy_secret = match &self.proxy_secret {
+            Some(s) => s.clone(),
+            None => load_or_create_secret(&state_dir)?,
+        };
+        let upstream = UpstreamConfig {
+            discovery_url: discovery_url.to_owned(),
+            client_id: client_id.to_owned(),
+            client_secret: ClientSecret::new(secret),
+            scopes,
+            extra_authorize_params: extra,
+            auth_method,
+            use_userinfo: self
+                .upstream_use_userinfo
+                .unwrap_or(preset.is_some_and(|p| p.use_userinfo)),
+            timeout,
+        };
+        let _ = issuer;
+        let origin = resource
+            .base_url()
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned();
+        let mut config = ProxyConfig::new(
+            &origin,
+            resource.resource(),
+            upstream,
+            ClientSecret::new(proxy_secret),
+        );
+        config.scopes_supported = resource
+            .scopes_supported
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        config.redirect_policy =
+            RedirectPolicy::new(self.redirect_uri_patterns.clone().unwrap_or_default())?;
+        if let Some(cimd) = config.cimd.as_mut() {
+            cimd.allow_private_networks = self.allow_private_client_metadata.unwrap_or(false);
+        }
+        config.remember_consent = self.remember_consent.unwrap_or(false);
+        if let Some(t) = self.access_token_ttl_secs {
+            config.access_token_ttl = Duration::from_secs(t.max(60));
+        }
+        if let Some(t) = self.refresh_token_ttl_secs {
+            config.refresh_token_ttl = Duration::from_secs(t.max(300));
+        }
+        config.clients = self
+            .clients
+            .iter()
+            .flatten()
+            .map(|c| PreRegisteredClient {
+                client_id: c.client_id.clone(),
+                client_secret: c.client_secret.clone().map(ClientSecret::new),
+                redirect_uris: c.redirect_uris.clone(),
+                name: c.name.clone(),
+            })
+            .collect();
+        Ok(ProxyPlan { config, store })
+    }
+}
+
+/// Reads the proxy secret kept in `dir`, creating it (owner-only) on first start.
+fn load_or_create_secret(dir: &Path) -> Result<String, ConfigError> {
+    let path = dir.join("proxy-secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_owned();
+        if existing.len() >= 32 {
+            return Ok(existing);
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        ConfigError::new("state_dir", format!("cannot create {}: {e}", dir.display()))
+    })?;
+    let secret: String = (0..3)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    std::fs::write(&path, &secret).map_err(|e| {
+        ConfigError::new("state_dir", format!("cannot write {}: {e}", path.display()))
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    tracing::info!(path = %path.display(), "generated the proxy secret; keep this file (or set MCP_OIDC_PROXY_SECRET) so tokens survive restarts");
+    Ok(secret)
 }
 
 #[cfg(test)]

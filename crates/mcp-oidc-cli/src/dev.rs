@@ -26,6 +26,10 @@ pub struct DevArgs {
     /// Serve without sessions.
     #[arg(long)]
     pub stateless: bool,
+    /// Resource-server mode: clients log in at the provider directly, instead of through
+    /// this server's OAuth proxy.
+    #[arg(long)]
+    pub direct: bool,
 }
 
 impl Default for DevArgs {
@@ -36,9 +40,15 @@ impl Default for DevArgs {
             host: "127.0.0.1".into(),
             users: Vec::new(),
             stateless: false,
+            direct: false,
         }
     }
 }
+
+/// The client the dev proxy uses at the mock provider (which accepts any client unless
+/// started with `--require-registration`).
+const DEV_PROXY_CLIENT: &str = "mcp-oidc-dev-proxy";
+const DEV_PROXY_SECRET: &str = "dev-proxy-secret";
 
 /// A user of the dev provider.
 fn parse_user(spec: &str) -> (String, Map<String, Value>) {
@@ -69,6 +79,8 @@ pub struct Dev {
     pub issuer: String,
     /// The users created.
     pub users: Vec<(String, Map<String, Value>)>,
+    /// Whether the OAuth proxy is on.
+    pub proxy: bool,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     idp_task: tokio::task::JoinHandle<std::io::Result<()>>,
     stop: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -116,7 +128,17 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
         let _ = idp_rx.await;
     }));
 
+    let proxy = !args.direct;
     let settings = Settings {
+        upstream_client_id: proxy.then(|| DEV_PROXY_CLIENT.to_owned()),
+        upstream_client_secret: proxy.then(|| DEV_PROXY_SECRET.to_owned()),
+        store: Some("memory".into()),
+        proxy_secret: Some(format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        )),
+        allow_private_client_metadata: Some(true),
         base_url: Some(base_url),
         bind: Some(format!("{}:{mcp_port}", args.host)),
         issuer: Some(issuer.clone()),
@@ -134,6 +156,7 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<Dev> {
         mcp_url,
         issuer,
         users,
+        proxy,
         server,
         idp_task,
         stop: vec![tx, idp_tx],
@@ -157,30 +180,43 @@ pub fn banner(dev: &Dev) -> String {
             )
         })
         .collect();
-    let port_flag = if dev.issuer.ends_with(":9400") {
+    let mcp = &dev.mcp_url;
+    let server_flag = if mcp == "http://localhost:8000/mcp" {
         String::new()
     } else {
-        format!(" --issuer {}", dev.issuer)
+        format!(" --server {mcp}")
     };
-    let mcp = &dev.mcp_url;
+    let mode = if dev.proxy {
+        format!(
+            "  Authorization       {origin} (OAuth proxy: MCP clients register and log in here;\n                      the provider is upstream)",
+            origin = mcp.trim_end_matches("/mcp")
+        )
+    } else {
+        format!(
+            "  Authorization       {} (resource-server mode: clients log in at the provider)",
+            dev.issuer
+        )
+    };
     format!(
         r#"
 mcp-oidc dev: a mock OpenID provider and a protected MCP server
 
   MCP server          {mcp}
   OpenID provider     {issuer}   users: {who}
+{mode}
   Resource metadata   {prm}
 
-Get a token (runs the real authorization-code + PKCE flow against the provider):
-  TOKEN=$(mcp-oidc token --user {user}{port_flag} --resource {mcp})
+Get a token (runs the real authorization-code + PKCE flow{consent}):
+  TOKEN=$(mcp-oidc token --user {user}{server_flag})
 
 Call a tool:
   curl -s {mcp} -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
     -H 'Accept: application/json, text/event-stream' \
     -d '{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"curl","version":"1"}}}}}}'
 
-Claude Code:
-  claude mcp add --transport http mcp-oidc-dev {mcp} --header "Authorization: Bearer $TOKEN"
+Claude Code (logs in through the browser):
+  claude mcp add --transport http mcp-oidc-dev {mcp}
+  ... or with the token:  claude mcp add --transport http mcp-oidc-dev {mcp} --header "Authorization: Bearer $TOKEN"
 MCP Inspector:
   npx @modelcontextprotocol/inspector --cli {mcp} --transport http \
     --header "Authorization: Bearer $TOKEN" --method tools/call --tool-name whoami
@@ -191,6 +227,7 @@ Press Ctrl-C to stop.
 "#,
         issuer = dev.issuer,
         who = who.join(", "),
+        consent = if dev.proxy { ", consent included" } else { "" },
         prm = mcp.replacen("/mcp", "/.well-known/oauth-protected-resource/mcp", 1),
     )
 }

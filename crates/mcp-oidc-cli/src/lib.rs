@@ -2,6 +2,7 @@
 //! (`mock-idp`), both together for development (`dev`), a token for scripts (`token`), and
 //! a configuration check (`check`).
 
+pub mod browser;
 pub mod config;
 pub mod demo;
 pub mod dev;

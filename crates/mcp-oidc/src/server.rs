@@ -59,6 +59,7 @@ pub struct McpOidc {
     max_body_bytes: usize,
     cancel: CancellationToken,
     auth_enabled: bool,
+    extra_routes: Option<Router>,
 }
 
 impl McpOidc {
@@ -88,6 +89,7 @@ impl McpOidc {
             max_body_bytes: 4 * 1024 * 1024,
             cancel: CancellationToken::new(),
             auth_enabled: true,
+            extra_routes: None,
         }
     }
 
@@ -160,6 +162,22 @@ impl McpOidc {
         self
     }
 
+    /// Serves the OAuth proxy's authorization-server endpoints on this server, accepts the
+    /// tokens it issues, and names it in the resource metadata.
+    pub fn with_oauth_proxy(mut self, proxy: &crate::proxy::OAuthProxy) -> Self {
+        self.resource.authorization_servers = vec![proxy.issuer().to_owned()];
+        self.verifier = Arc::new(proxy.verifier());
+        self.as_metadata = MetadataSource::None;
+        // Revocation (code replay, refresh reuse) must reach tokens already verified.
+        self.cache = TokenCache::new(10_000, Duration::from_secs(30), Duration::from_secs(30));
+        let routes = proxy.router().layer(axum::Extension(proxy.clone()));
+        self.extra_routes = Some(match self.extra_routes.take() {
+            Some(r) => r.merge(routes),
+            None => routes,
+        });
+        self
+    }
+
     /// The protected resource.
     pub fn resource(&self) -> &ProtectedResource {
         &self.resource
@@ -227,11 +245,14 @@ impl McpOidc {
             tracing::warn!("AUTHORIZATION IS OFF: every caller is served anonymously");
             mcp
         };
-        mcp.merge(metadata_router(&self.resource, self.as_metadata))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                self.request_timeout,
-            ))
+        let mut app = mcp.merge(metadata_router(&self.resource, self.as_metadata));
+        if let Some(extra) = self.extra_routes {
+            app = app.merge(extra);
+        }
+        app.layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            self.request_timeout,
+        ))
     }
 }
 

@@ -1,5 +1,321 @@
-//! The OAuth proxy: this server as the authorization server MCP clients see, logging users
-//! in at an upstream OIDC provider with one pre-registered client.
+//! The OAuth proxy: this server becomes the authorization server MCP clients see, and logs
+//! users in at an upstream OIDC provider with one pre-registered confidential client.
+//!
+//! MCP clients register here (RFC 7591, or with a Client ID Metadata Document), are sent to
+//! a consent page that names them, then to the upstream provider, which calls back to
+//! `{base_url}/auth/callback`. The proxy keeps the upstream tokens (sealed, server-side) and
+//! issues its own: short-lived ES256 JWT access tokens for this resource, and rotating
+//! refresh tokens. Every record lives in a [`Store`](crate::store::Store).
+//!
+//! Endpoints (under the base URL's path): `/authorize`, `/consent`, `/auth/callback`,
+//! `/token`, `/register`, `/revoke`, `/jwks`, and the RFC 8414 / OIDC discovery documents.
 
 pub mod cimd;
+pub(crate) mod crypto;
+mod endpoints;
+mod pages;
+pub mod presets;
+mod records;
 pub mod redirect;
+mod signing;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use cimd::{CimdConfig, CimdFetcher};
+pub use redirect::RedirectPolicy;
+pub use upstream::{UpstreamAuthMethod, UpstreamConfig};
+
+use crate::error::{ConfigError, InvalidToken, VerifyError};
+use crate::store::{Namespace, Store, StoreError};
+use crate::token::{
+    AccessToken, AudiencePolicy, JwtConfig, JwtVerifier, KeySource, TokenVerifier, VerifyFuture,
+};
+use crate::types::{BearerToken, ClientSecret, IssuerUrl};
+use crypto::Secrets;
+use records::{Grant, UpstreamTokens};
+use signing::SigningKey;
+use upstream::Upstream;
+
+/// A client known from configuration rather than registration.
+#[derive(Debug, Clone)]
+pub struct PreRegisteredClient {
+    /// Its id.
+    pub client_id: String,
+    /// Its secret; `None` for a public client.
+    pub client_secret: Option<ClientSecret>,
+    /// Its redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Its display name.
+    pub name: Option<String>,
+}
+
+/// Settings of the [`OAuthProxy`].
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Our issuer: the server's public base URL (e.g. `https://mcp.example.com`).
+    pub issuer: String,
+    /// The canonical URL of the protected MCP endpoint: the only `resource` we issue for.
+    pub resource: String,
+    /// Scopes clients may obtain (requested scopes outside this list are not granted).
+    pub scopes_supported: Vec<String>,
+    /// Scopes granted when a client asks for none.
+    pub default_scopes: Vec<String>,
+    /// The upstream provider.
+    pub upstream: UpstreamConfig,
+    /// Clients known from configuration.
+    pub clients: Vec<PreRegisteredClient>,
+    /// Which redirect URIs clients may use.
+    pub redirect_policy: RedirectPolicy,
+    /// Client ID Metadata Documents (`None` turns them off).
+    pub cimd: Option<CimdConfig>,
+    /// Offer "remember this decision" on the consent page.
+    pub remember_consent: bool,
+    /// How long remembered consent lasts.
+    pub consent_ttl: Duration,
+    /// Lifetime of our access tokens.
+    pub access_token_ttl: Duration,
+    /// Lifetime of a refresh-token family without use.
+    pub refresh_token_ttl: Duration,
+    /// A refresh token presented twice within this window (two concurrent refreshes of one
+    /// client) gets a fresh pair instead of revoking the family.
+    pub refresh_grace: Duration,
+    /// The master secret (at least 32 bytes): seals upstream tokens and the signing key,
+    /// signs cookies. Every instance sharing a store needs the same one.
+    pub secret: ClientSecret,
+}
+
+impl ProxyConfig {
+    /// The defaults around the required parts.
+    pub fn new(
+        issuer: &str,
+        resource: &str,
+        upstream: UpstreamConfig,
+        secret: ClientSecret,
+    ) -> Self {
+        Self {
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            resource: resource.to_owned(),
+            scopes_supported: vec!["openid".into(), "profile".into(), "email".into()],
+            default_scopes: vec!["openid".into(), "profile".into(), "email".into()],
+            upstream,
+            clients: Vec::new(),
+            redirect_policy: RedirectPolicy::default(),
+            cimd: Some(CimdConfig::default()),
+            remember_consent: false,
+            consent_ttl: Duration::from_secs(30 * 24 * 3600),
+            access_token_ttl: Duration::from_secs(3600),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_grace: Duration::from_secs(10),
+            secret,
+        }
+    }
+}
+
+/// Everything that can go wrong setting the proxy up.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProxyError {
+    /// A setting is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub(crate) struct Inner {
+    pub config: ProxyConfig,
+    pub store: Arc<dyn Store>,
+    pub secrets: Secrets,
+    pub signing: SigningKey,
+    pub upstream: Upstream,
+    pub cimd: Option<CimdFetcher>,
+    /// Path prefix of the issuer (`/tenant` for `https://host/tenant`), under which the
+    /// endpoints are served.
+    pub prefix: String,
+    pub verifier: JwtVerifier,
+}
+
+/// The OAuth proxy. Cheap to clone.
+#[derive(Clone)]
+pub struct OAuthProxy {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for OAuthProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthProxy")
+            .field("issuer", &self.inner.config.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OAuthProxy {
+    /// Builds the proxy, loading (or creating) its signing key from `store`.
+    pub async fn new(config: ProxyConfig, store: Arc<dyn Store>) -> Result<Self, ProxyError> {
+        let issuer_url = url::Url::parse(&config.issuer).map_err(|e| {
+            ConfigError::new(
+                "base_url",
+                format!("`{}` is not an absolute URL ({e})", config.issuer),
+            )
+        })?;
+        let secrets = Secrets::new(config.secret.secret().as_bytes()).ok_or_else(|| {
+            ConfigError::new(
+                "proxy_secret",
+                "must be at least 32 characters; generate one with `openssl rand -base64 48`",
+            )
+        })?;
+        if config.upstream.client_id.is_empty() {
+            return Err(ConfigError::new(
+                "upstream_client_id",
+                "the proxy needs the client id registered at the provider",
+            )
+            .into());
+        }
+        for c in &config.clients {
+            for uri in &c.redirect_uris {
+                config
+                    .redirect_policy
+                    .check_registration(uri)
+                    .map_err(|e| {
+                        ConfigError::new("clients", format!("client `{}`: {e}", c.client_id))
+                    })?;
+            }
+        }
+        let signing = SigningKey::load_or_create(store.as_ref(), &secrets).await?;
+        let jwks = signing
+            .jwk_set()
+            .ok_or_else(|| StoreError::new("load signing key", "cannot build the key set"))?;
+        let mut jwt = JwtConfig::new(
+            config.issuer.as_str(),
+            KeySource::Static(jwks),
+            AudiencePolicy::OneOf(vec![config.resource.as_str().into()]),
+        );
+        jwt.accepted_types = vec!["at+jwt".into(), "application/at+jwt".into()];
+        let verifier = JwtVerifier::new(jwt)?;
+        let prefix = issuer_url.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                upstream: Upstream::new(config.upstream.clone()),
+                cimd: config.cimd.clone().map(CimdFetcher::new),
+                store,
+                secrets,
+                signing,
+                prefix,
+                verifier,
+                config,
+            }),
+        })
+    }
+
+    /// The issuer identifier (our base URL).
+    pub fn issuer(&self) -> &str {
+        &self.inner.config.issuer
+    }
+
+    /// The authorization-server routes, to merge into the server's router.
+    pub fn router(&self) -> axum::Router {
+        endpoints::router(self.inner.clone())
+    }
+
+    /// Verifies the access tokens this proxy issues: signature with our key, `iss`, `aud`,
+    /// expiry, and that their grant has not been revoked (code replay, refresh-token reuse,
+    /// revocation). Upstream tokens presented directly are refused: their issuer is not us.
+    pub fn verifier(&self) -> ProxyTokenVerifier {
+        ProxyTokenVerifier {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// The upstream provider's access token behind `token`, refreshed first if it is about
+    /// to expire. For tools that call upstream APIs on the user's behalf; never hand it to
+    /// the MCP client.
+    pub async fn upstream_access_token(
+        &self,
+        token: &AccessToken,
+    ) -> Result<BearerToken, VerifyError> {
+        let grant_id = token
+            .claim_str("sid")
+            .ok_or(InvalidToken::MissingClaim("sid"))?;
+        endpoints::upstream_access_token(&self.inner, grant_id)
+            .await
+            .map(BearerToken::new)
+    }
+}
+
+/// The verifier of the proxy's own access tokens. See [`OAuthProxy::verifier`].
+#[derive(Clone)]
+pub struct ProxyTokenVerifier {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ProxyTokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyTokenVerifier")
+    }
+}
+
+impl ProxyTokenVerifier {
+    async fn check(&self, token: &BearerToken) -> Result<AccessToken, VerifyError> {
+        let access = self.inner.verifier.verify(token).await?;
+        let grant_id = access
+            .claim_str("sid")
+            .ok_or(InvalidToken::MissingClaim("sid"))?;
+        let grant: Option<Grant> =
+            records::load(self.inner.store.as_ref(), Namespace::Grants, grant_id)
+                .await
+                .map_err(|e| {
+                    VerifyError::Unavailable(crate::error::Unavailable {
+                        retry_after: Duration::from_secs(2),
+                        detail: e.to_string(),
+                    })
+                })?;
+        match grant {
+            Some(g) if !g.revoked => Ok(access),
+            _ => Err(InvalidToken::Inactive.into()),
+        }
+    }
+}
+
+impl TokenVerifier for ProxyTokenVerifier {
+    fn verify<'a>(&'a self, token: &'a BearerToken) -> VerifyFuture<'a> {
+        Box::pin(self.check(token))
+    }
+    fn issuers(&self) -> Vec<IssuerUrl> {
+        vec![IssuerUrl::new(self.inner.config.issuer.clone())]
+    }
+}
+
+pub(crate) fn claims_from_upstream(
+    claims: &serde_json::Map<String, Value>,
+) -> serde_json::Map<String, Value> {
+    const KEPT: [&str; 10] = [
+        "email",
+        "email_verified",
+        "name",
+        "given_name",
+        "family_name",
+        "preferred_username",
+        "nickname",
+        "picture",
+        "locale",
+        "groups",
+    ];
+    claims
+        .iter()
+        .filter(|(k, _)| KEPT.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+pub(crate) fn seal_upstream(
+    secrets: &Secrets,
+    grant_id: &str,
+    tokens: &UpstreamTokens,
+) -> Option<String> {
+    let json = serde_json::to_vec(tokens).ok()?;
+    Some(secrets.seal(grant_id, &json))
+}

@@ -103,19 +103,26 @@ pub fn metadata_router(resource: &ProtectedResource, as_metadata: MetadataSource
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::OPTIONS])
         .allow_headers(Any);
-    Router::new()
+    let mirror = matches!(state.mirror.source, MetadataSource::Upstream(_));
+    let router = Router::new()
         .route("/.well-known/oauth-protected-resource", get(prm_handler))
         .route(
             &format!("/.well-known/oauth-protected-resource{full_path}"),
             get(prm_handler),
-        )
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(mirror_handler),
-        )
-        .route("/.well-known/openid-configuration", get(mirror_handler))
-        .layer(cors)
-        .with_state(state)
+        );
+    // Without a mirror the routes stay free for an authorization server on this origin
+    // (the OAuth proxy serves its own metadata there).
+    let router = if mirror {
+        router
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(mirror_handler),
+            )
+            .route("/.well-known/openid-configuration", get(mirror_handler))
+    } else {
+        router
+    };
+    router.layer(cors).with_state(state)
 }
 
 async fn prm_handler(State(state): State<AppState>) -> Response {

@@ -25,13 +25,16 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub(crate) use access_token::unix_now;
+// For the fuzz entry points in `crate::__fuzz`.
 pub use access_token::{AccessToken, TokenSource};
 pub use cache::TokenCache;
 pub use discovery::{ProviderMetadata, discover};
 pub(crate) use http::provider_client as provider_http_client;
+pub(crate) use http::transport_message as transport_error;
 pub use introspection::{IntrospectionConfig, IntrospectionVerifier};
 pub use jwks::{JwksSettings, KeySource};
 pub use jwt::{AudiencePolicy, JwtConfig, JwtVerifier};
+pub(crate) use jwt::{decode_object, split_jws};
 pub use multi::MultiVerifier;
 pub use static_tokens::StaticTokenVerifier;
 pub use userinfo::{UserinfoConfig, UserinfoVerifier};
