@@ -68,15 +68,7 @@ async fn dev_serves_a_token_from_the_token_command_and_stops_cleanly_on_sigterm(
     let (mcp_url, issuer) = dev_urls(dev.stdout.take().unwrap()).await;
 
     let out = tokio::process::Command::new(BIN)
-        .args([
-            "token",
-            "--user",
-            "testuser",
-            "--issuer",
-            &issuer,
-            "--resource",
-            &mcp_url,
-        ])
+        .args(["token", "--user", "testuser", "--server", &mcp_url])
         .output()
         .await
         .unwrap();
@@ -88,12 +80,14 @@ async fn dev_serves_a_token_from_the_token_command_and_stops_cleanly_on_sigterm(
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(token.matches('.').count(), 2, "a JWT access token");
 
+    // In proxy mode (the default) the token is the server's own, naming the upstream user.
     let me = whoami(&mcp_url, &token).await;
     assert_eq!(me["sub"], "testuser");
     assert_eq!(me["email"], "testuser@example.com");
     assert_eq!(me["name"], "Test User");
-    assert_eq!(me["iss"], issuer);
+    assert_eq!(me["iss"], mcp_url.trim_end_matches("/mcp"));
     assert_eq!(me["aud"], json!([mcp_url]));
+    assert!(issuer.starts_with("http://localhost:"));
 
     // Unauthenticated requests are refused with the discovery challenge.
     let r = reqwest::Client::new()
@@ -212,6 +206,33 @@ async fn serve_verifies_the_reference_providers_opaque_tokens_with_userinfo() {
     assert_eq!(me["name"], "Test User");
     assert_eq!(me["iss"], issuer);
     server.abort();
+}
+
+#[tokio::test]
+async fn dev_direct_mode_accepts_the_providers_own_tokens() {
+    let mut dev = tokio::process::Command::new(BIN)
+        .args(["dev", "--direct", "--port", "0", "--idp-port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (mcp_url, issuer) = dev_urls(dev.stdout.take().unwrap()).await;
+    let out = tokio::process::Command::new(BIN)
+        .args(["token", "--user", "testuser", "--server", &mcp_url])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let me = whoami(&mcp_url, &token).await;
+    assert_eq!(me["sub"], "testuser");
+    assert_eq!(me["iss"], issuer, "issued by the provider itself");
+    assert_eq!(me["aud"], json!([mcp_url]));
 }
 
 #[tokio::test]

@@ -847,7 +847,7 @@ async fn consent(
             "the user denied the request",
         );
     }
-    tx.remember = inner.config.remember_consent && form.get("remember").is_some();
+    tx.remember = inner.config.remember_consent && form.contains_key("remember");
     start_upstream(&inner, tx).await
 }
 

@@ -1,0 +1,714 @@
+//! The OAuth proxy end to end on loopback: the upstream is the built-in mock provider, the
+//! MCP client is rmcp's, and a scripted browser answers the consent and login pages.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use mcp_oidc_cli::browser::{Browser, Person};
+use mcp_oidc_cli::config::Settings;
+use mcp_oidc_mock::{MockConfig, MockProvider, RunningMock};
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, ClientConfig};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Map, Value, json};
+
+const REDIRECT: &str = "http://127.0.0.1:7777/callback";
+
+struct Stack {
+    idp_issuer: String,
+    _idp: Option<RunningMock>,
+    base: String,
+    mcp: String,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.abort();
+        }
+    }
+}
+
+async fn start_idp() -> RunningMock {
+    let claims = json!({"email": "testuser@example.com", "name": "Test User"});
+    let config = MockConfig {
+        users: vec![("testuser".into(), claims.as_object().unwrap().clone())],
+        ..MockConfig::default()
+    };
+    MockProvider::new(config)
+        .unwrap()
+        .spawn("127.0.0.1:0")
+        .await
+        .unwrap()
+}
+
+fn proxy_settings(issuer: &str, port: u16, state: Option<&Path>) -> Settings {
+    Settings {
+        issuer: Some(issuer.to_owned()),
+        bind: Some(format!("127.0.0.1:{port}")),
+        upstream_client_id: Some("proxy-client".into()),
+        upstream_client_secret: Some("proxy-client-secret".into()),
+        proxy_secret: Some("a-test-proxy-secret-that-is-long-enough-0123456789".into()),
+        store: Some(if state.is_some() { "sqlite" } else { "memory" }.into()),
+        state_dir: state.map(Path::to_path_buf),
+        ..Settings::default()
+    }
+}
+
+async fn serve(settings: Settings) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let bind = settings.bind.clone().unwrap();
+    let listener = tokio::net::TcpListener::bind(&bind).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let resolved = settings.resolve().unwrap();
+    let task = tokio::spawn(mcp_oidc_cli::run::serve_demo(
+        resolved,
+        listener,
+        std::future::pending(),
+    ));
+    (format!("http://localhost:{port}"), task)
+}
+
+async fn stack() -> Stack {
+    let idp = start_idp().await;
+    let port = free_port();
+    let (base, server) = serve(proxy_settings(&idp.issuer(), port, None)).await;
+    Stack {
+        idp_issuer: idp.issuer(),
+        _idp: Some(idp),
+        mcp: format!("{base}/mcp"),
+        base,
+        server: Some(server),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn register(base: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "client_name": "Test Client",
+        "redirect_uris": [REDIRECT],
+        "token_endpoint_auth_method": "none",
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{base}/register"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "registration");
+    r.json().await.unwrap()
+}
+
+struct Pkce {
+    verifier: String,
+    challenge: String,
+}
+
+fn pkce() -> Pkce {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let verifier = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    Pkce {
+        verifier,
+        challenge,
+    }
+}
+
+fn authorize_url(base: &str, client_id: &str, p: &Pkce, extra: &[(&str, &str)]) -> String {
+    let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", REDIRECT)
+            .append_pair("state", "client-state")
+            .append_pair("code_challenge", &p.challenge)
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("scope", "openid profile email")
+            .append_pair("resource", &format!("{base}/mcp"));
+        for (k, v) in extra {
+            q.append_pair(k, v);
+        }
+    }
+    url.to_string()
+}
+
+fn person() -> Person {
+    Person {
+        user: "testuser".into(),
+        approve: true,
+        remember: false,
+    }
+}
+
+async fn token_request(base: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(
+        r.headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store")
+    );
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Registers a client and walks the whole flow; returns (client_id, code, pkce).
+async fn code_for(s: &Stack) -> (String, String, Pkce) {
+    let client = register(&s.base, json!({})).await;
+    let client_id = client["client_id"].as_str().unwrap().to_owned();
+    let p = pkce();
+    let mut browser = Browser::new();
+    let back = browser
+        .sign_in(
+            &authorize_url(&s.base, &client_id, &p, &[]),
+            REDIRECT,
+            &person(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        back.params.get("state").map(String::as_str),
+        Some("client-state")
+    );
+    assert_eq!(back.params.get("iss"), Some(&s.base), "RFC 9207 iss");
+    (client_id, back.params["code"].clone(), p)
+}
+
+async fn exchange(s: &Stack, client_id: &str, code: &str, p: &Pkce) -> (u16, Value) {
+    token_request(
+        &s.base,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", client_id),
+            ("code_verifier", &p.verifier),
+            ("resource", &s.mcp),
+        ],
+    )
+    .await
+}
+
+async fn whoami(mcp: &str, token: &str) -> Result<Value, String> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(mcp.to_owned()).auth_header(token.to_owned()),
+    );
+    let client = ClientConfig::default()
+        .serve(transport)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = client
+        .call_tool(CallToolRequestParams::new("whoami"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = client.cancel().await;
+    Ok(result.structured_content.unwrap_or(Value::Null))
+}
+
+async fn mcp_status(mcp: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .post(mcp)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn full_flow_issues_our_token_with_the_upstream_users_claims_and_refresh_rotates() {
+    let s = stack().await;
+    // Discovery as a client walks it: PRM names us; our metadata advertises S256 and iss.
+    let prm: Value = reqwest::get(format!(
+        "{}/.well-known/oauth-protected-resource/mcp",
+        s.base
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(prm["authorization_servers"], json!([s.base]));
+    let meta: Value = reqwest::get(format!("{}/.well-known/oauth-authorization-server", s.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["issuer"], s.base);
+    assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
+
+    let (client_id, code, p) = code_for(&s).await;
+    let (status, tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    let me = whoami(&s.mcp, access).await.unwrap();
+    assert_eq!(me["sub"], "testuser");
+    assert_eq!(me["email"], "testuser@example.com");
+    assert_eq!(me["name"], "Test User");
+    assert_eq!(me["iss"], s.base);
+    assert_eq!(me["aud"], json!([s.mcp]));
+    assert_eq!(me["client_id"], client_id);
+
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (status, fresh) = token_request(
+        &s.base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{fresh}");
+    assert_ne!(
+        fresh["refresh_token"], tokens["refresh_token"],
+        "refresh tokens rotate"
+    );
+    let me = whoami(&s.mcp, fresh["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(me["sub"], "testuser");
+}
+
+#[tokio::test]
+async fn unregistered_redirect_uri_gets_an_error_page_and_is_never_followed() {
+    let s = stack().await;
+    let client = register(&s.base, json!({})).await;
+    let p = pkce();
+    let url = authorize_url(&s.base, client["client_id"].as_str().unwrap(), &p, &[])
+        .replace("7777%2Fcallback", "7777%2Fother");
+    let url = url.replace("127.0.0.1%3A7777", "evil.example");
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    // Unknown clients likewise.
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(authorize_url(&s.base, "no-such-client", &p, &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+}
+
+async fn authorize_redirect(url: &str) -> HashMap<String, String> {
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "{url}");
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(loc.starts_with(REDIRECT), "{loc}");
+    url::Url::parse(&loc)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn missing_or_plain_pkce_and_foreign_resource_are_refused_with_iss() {
+    let s = stack().await;
+    let client = register(&s.base, json!({})).await;
+    let id = client["client_id"].as_str().unwrap();
+    let p = pkce();
+    let no_pkce = authorize_url(&s.base, id, &p, &[]).replace("code_challenge=", "x_challenge=");
+    let q = authorize_redirect(&no_pkce).await;
+    assert_eq!(q["error"], "invalid_request");
+    assert_eq!(q["iss"], s.base);
+    assert_eq!(q["state"], "client-state");
+    let plain = authorize_url(&s.base, id, &p, &[])
+        .replace("code_challenge_method=S256", "code_challenge_method=plain");
+    assert_eq!(authorize_redirect(&plain).await["error"], "invalid_request");
+    let foreign = authorize_url(&s.base, id, &p, &[]).replace("%2Fmcp", "%2Fother");
+    let q = authorize_redirect(&foreign).await;
+    assert_eq!(q["error"], "invalid_target");
+}
+
+#[tokio::test]
+async fn wrong_verifier_code_replay_and_foreign_client_get_invalid_grant() {
+    let s = stack().await;
+    // Wrong verifier.
+    let (client_id, code, _) = code_for(&s).await;
+    let wrong = pkce();
+    let (status, body) = exchange(&s, &client_id, &code, &wrong).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+
+    // Replay: the second use fails and the tokens of the first are revoked.
+    let (client_id, code, p) = code_for(&s).await;
+    let (status, first) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200);
+    let (status, body) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert_eq!(
+        mcp_status(&s.mcp, first["access_token"].as_str().unwrap()).await,
+        401,
+        "revoked after replay"
+    );
+    let (status, _) = token_request(
+        &s.base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", first["refresh_token"].as_str().unwrap()),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // A code used by another client.
+    let (_, code, p) = code_for(&s).await;
+    let other = register(&s.base, json!({})).await;
+    let (status, body) = exchange(&s, other["client_id"].as_str().unwrap(), &code, &p).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test]
+async fn tampered_state_and_skipped_or_forged_consent_are_refused() {
+    let s = stack().await;
+    let client = register(&s.base, json!({})).await;
+    let id = client["client_id"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // A callback with a made-up state.
+    let r = http
+        .get(format!("{}/auth/callback?code=x&state=forged", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+
+    // The consent page, then a POST without its cookie (cross-site) or with a wrong token.
+    let p = pkce();
+    let page = http
+        .get(authorize_url(&s.base, &id, &p, &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Test Client") && html.contains("127.0.0.1:7777"),
+        "names the client and its redirect host"
+    );
+    let field = |name: &str| {
+        let i = html.find(&format!("name={name} value=\"")).unwrap() + name.len() + 13;
+        html[i..].split('"').next().unwrap().to_owned()
+    };
+    let (txn, csrf) = (field("transaction"), field("csrf_token"));
+    let r = http
+        .post(format!("{}/consent", s.base))
+        .form(&[
+            ("transaction", txn.as_str()),
+            ("csrf_token", csrf.as_str()),
+            ("decision", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "no cookie: refused");
+    // The transaction was consumed by the refused attempt; start again for the wrong-token case.
+    let page = http
+        .get(authorize_url(&s.base, &id, &p, &[]))
+        .send()
+        .await
+        .unwrap();
+    let cookie2 = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html2 = page.text().await.unwrap();
+    let i = html2.find("name=transaction value=\"").unwrap() + 24;
+    let txn2 = html2[i..].split('"').next().unwrap().to_owned();
+    let r = http
+        .post(format!("{}/consent", s.base))
+        .header("cookie", &cookie2)
+        .form(&[
+            ("transaction", txn2.as_str()),
+            ("csrf_token", "wrong"),
+            ("decision", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "wrong CSRF token: refused");
+    let _ = cookie;
+}
+
+#[tokio::test]
+async fn refresh_token_reuse_revokes_the_family_but_a_concurrent_duplicate_is_tolerated() {
+    let s = stack().await;
+    let (client_id, code, p) = code_for(&s).await;
+    let (_, tokens) = exchange(&s, &client_id, &code, &p).await;
+    let rt = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let form = |rt: &str| {
+        vec![
+            ("grant_type".to_owned(), "refresh_token".to_owned()),
+            ("refresh_token".to_owned(), rt.to_owned()),
+            ("client_id".to_owned(), client_id.clone()),
+        ]
+    };
+    let post = |f: Vec<(String, String)>| {
+        let url = format!("{}/token", s.base);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .form(&f)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Two concurrent refreshes with the same token: both succeed (grace window).
+    let (a, b) = tokio::join!(post(form(&rt)), post(form(&rt)));
+    assert_eq!((a, b), (200, 200));
+
+    // A reuse after the grace window revokes everything.
+    let (_, t2) = token_request(
+        &s.base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    let _ = t2;
+    let (client_id2, code2, p2) = code_for(&s).await;
+    let (_, tokens2) = exchange(&s, &client_id2, &code2, &p2).await;
+    let rt2 = tokens2["refresh_token"].as_str().unwrap();
+    let (status, next) = token_request(
+        &s.base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt2),
+            ("client_id", &client_id2),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (status, body) = token_request(
+        &s.base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt2),
+            ("client_id", &client_id2),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (status, _) = token_request(
+        &s.base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", next["refresh_token"].as_str().unwrap()),
+            ("client_id", &client_id2),
+        ],
+    )
+    .await;
+    assert_eq!(
+        status, 400,
+        "the newest refresh token of the family is revoked too"
+    );
+    assert_eq!(
+        mcp_status(&s.mcp, next["access_token"].as_str().unwrap()).await,
+        401
+    );
+}
+
+#[tokio::test]
+async fn the_upstream_providers_own_token_is_refused_at_the_mcp_endpoint() {
+    let s = stack().await;
+    let http = mcp_oidc_mock::headless::http_client().unwrap();
+    let mut req = mcp_oidc_mock::headless::TokenRequest::new(s.idp_issuer.clone(), "testuser");
+    req.resource = Some(s.mcp.clone());
+    let upstream = mcp_oidc_mock::headless::fetch_token(&http, &req)
+        .await
+        .unwrap();
+    assert_eq!(mcp_status(&s.mcp, &upstream.access_token).await, 401);
+}
+
+#[tokio::test]
+async fn registrations_and_refresh_tokens_survive_a_restart_with_sqlite() {
+    let idp = start_idp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (base, server) = serve(proxy_settings(&idp.issuer(), port, Some(dir.path()))).await;
+    let client = register(&base, json!({})).await;
+    let client_id = client["client_id"].as_str().unwrap().to_owned();
+    server.abort();
+    let _ = server.await;
+
+    // Restarted between registration and login: the flow completes.
+    let (base2, server2) = serve(proxy_settings(&idp.issuer(), port, Some(dir.path()))).await;
+    assert_eq!(base, base2);
+    let mut s = Stack {
+        idp_issuer: idp.issuer(),
+        _idp: None,
+        base: base2.clone(),
+        mcp: format!("{base2}/mcp"),
+        server: Some(server2),
+    };
+    let p = pkce();
+    let mut browser = Browser::new();
+    let back = browser
+        .sign_in(
+            &authorize_url(&s.base, &client_id, &p, &[]),
+            REDIRECT,
+            &person(),
+        )
+        .await
+        .unwrap();
+    let (status, tokens) = exchange(&s, &client_id, &back.params["code"], &p).await;
+    assert_eq!(status, 200, "{tokens}");
+    let server = s.server.take().unwrap();
+    server.abort();
+    let _ = server.await;
+    drop(s);
+
+    // Restarted again: the refresh token and the access token still work.
+    let (base3, server3) = serve(proxy_settings(&idp.issuer(), port, Some(dir.path()))).await;
+    let s = Stack {
+        idp_issuer: idp.issuer(),
+        _idp: Some(idp),
+        base: base3.clone(),
+        mcp: format!("{base3}/mcp"),
+        server: Some(server3),
+    };
+    let me = whoami(&s.mcp, tokens["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(me["sub"], "testuser");
+    let (status, _) = token_request(
+        &s.base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn registration_refuses_bad_metadata() {
+    let s = stack().await;
+    let http = reqwest::Client::new();
+    for (body, error) in [
+        (
+            json!({"redirect_uris": ["javascript:alert(1)"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"redirect_uris": ["http://evil.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (json!({"redirect_uris": []}), "invalid_redirect_uri"),
+        (
+            json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "private_key_jwt"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"redirect_uris": [REDIRECT], "grant_types": ["client_credentials"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"redirect_uris": [REDIRECT], "client_name": "x".repeat(10_000)}),
+            "invalid_client_metadata",
+        ),
+        (json!("not an object"), "invalid_client_metadata"),
+    ] {
+        let r = http
+            .post(format!("{}/register", s.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], error, "{body}");
+    }
+    let _: Map<String, Value> = Map::new();
+}
