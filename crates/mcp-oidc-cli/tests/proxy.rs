@@ -712,3 +712,47 @@ async fn registration_refuses_bad_metadata() {
     }
     let _: Map<String, Value> = Map::new();
 }
+
+#[tokio::test]
+async fn a_metadata_document_client_id_on_a_loopback_address_is_refused() {
+    // A document server on loopback that would happily answer: the SSRF guard must not ask it.
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/client.json",
+        axum::routing::get(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { axum::Json(json!({"client_id": format!("https://localhost:{port}/client.json"), "redirect_uris": [REDIRECT]})) }
+        }),
+    );
+    let docs = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let s = stack().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let p = pkce();
+    for client_id in [
+        format!("https://localhost:{port}/client.json"),
+        format!("https://127.0.0.1:{port}/client.json"),
+    ] {
+        let r = http
+            .get(authorize_url(&s.base, &client_id, &p, &[]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{client_id}");
+        assert!(r.headers().get("location").is_none());
+        let page = r.text().await.unwrap();
+        assert!(page.contains("Client refused"), "{page}");
+    }
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing fetched from loopback"
+    );
+    docs.abort();
+}

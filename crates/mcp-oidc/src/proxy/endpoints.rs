@@ -299,6 +299,19 @@ async fn find_client(inner: &Inner, client_id: &str) -> Result<Option<ClientReco
         };
         return match fetcher.fetch(client_id).await {
             Ok(doc) => {
+                if doc
+                    .token_endpoint_auth_method
+                    .as_deref()
+                    .is_some_and(|m| m != "none")
+                {
+                    // Clients identified by a document must be public here: this server
+                    // implements no private_key_jwt client authentication yet.
+                    return Err(error_page(
+                        StatusCode::BAD_REQUEST,
+                        "Client refused",
+                        "this server accepts metadata-document clients only with token_endpoint_auth_method \"none\"",
+                    ));
+                }
                 for uri in &doc.redirect_uris {
                     if let Err(e) = inner.config.redirect_policy.check_registration(uri) {
                         return Err(error_page(
