@@ -200,6 +200,15 @@ pub struct Settings {
     /// OAuth proxy: refresh token family lifetime in seconds [default: 2592000].
     #[arg(long, env = "MCP_OIDC_REFRESH_TOKEN_TTL_SECS")]
     pub refresh_token_ttl_secs: Option<u64>,
+    /// OAuth proxy: requests per minute per client address to /register (0 = no limit) [default: 20].
+    #[arg(long, env = "MCP_OIDC_REGISTER_RATE_LIMIT")]
+    pub register_rate_limit: Option<u32>,
+    /// OAuth proxy: requests per minute per client address to /authorize and /consent [default: 120].
+    #[arg(long, env = "MCP_OIDC_AUTHORIZE_RATE_LIMIT")]
+    pub authorize_rate_limit: Option<u32>,
+    /// OAuth proxy: requests per minute per client address to /token and /revoke [default: 600].
+    #[arg(long, env = "MCP_OIDC_TOKEN_RATE_LIMIT")]
+    pub token_rate_limit: Option<u32>,
     /// OAuth proxy: pre-registered clients (config file only: [[clients]] tables).
     #[arg(skip)]
     pub clients: Option<Vec<ClientSettings>>,
@@ -637,6 +646,16 @@ impl Settings {
         if let Some(t) = self.refresh_token_ttl_secs {
             config.refresh_token_ttl = Duration::from_secs(t.max(300));
         }
+        let limit = |v: Option<u32>, d: mcp_oidc::limit::RateLimit| match v {
+            Some(n) => mcp_oidc::limit::RateLimit {
+                per_minute: n,
+                burst: n.div_ceil(2).max(1),
+            },
+            None => d,
+        };
+        config.register_limit = limit(self.register_rate_limit, config.register_limit);
+        config.authorize_limit = limit(self.authorize_rate_limit, config.authorize_limit);
+        config.token_limit = limit(self.token_rate_limit, config.token_limit);
         config.clients = self
             .clients
             .iter()

@@ -756,3 +756,39 @@ async fn a_metadata_document_client_id_on_a_loopback_address_is_refused() {
     );
     docs.abort();
 }
+
+#[tokio::test]
+async fn a_registration_flood_from_one_address_gets_429_with_retry_after() {
+    let s = stack().await;
+    let http = reqwest::Client::new();
+    let mut limited = None;
+    for _ in 0..30 {
+        let r = http
+            .post(format!("{}/register", s.base))
+            .json(&json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 201);
+    }
+    let r = limited.expect("the flood was never limited");
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_requests");
+    // Other endpoints have their own budget.
+    let meta = http
+        .get(format!("{}/.well-known/oauth-authorization-server", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(meta.status(), 200);
+}

@@ -46,6 +46,8 @@ pub(super) fn router(inner: Shared) -> Router {
         .allow_headers(Any);
     // Public, browser-callable endpoints (discovery, registration, token, revocation) get
     // CORS; the pages a person sees (authorize, consent, callback) do not need it.
+    use crate::limit::RateLimitLayer;
+    let c = &inner.config;
     let api = Router::new()
         .route(
             &format!("/.well-known/oauth-authorization-server{p}"),
@@ -56,9 +58,18 @@ pub(super) fn router(inner: Shared) -> Router {
             get(metadata),
         )
         .route(&format!("{p}/jwks"), get(jwks))
-        .route(&format!("{p}/register"), post(register))
-        .route(&format!("{p}/token"), post(token))
-        .route(&format!("{p}/revoke"), post(revoke))
+        .route(
+            &format!("{p}/register"),
+            post(register).layer(RateLimitLayer::new(c.register_limit)),
+        )
+        .route(
+            &format!("{p}/token"),
+            post(token).layer(RateLimitLayer::new(c.token_limit)),
+        )
+        .route(
+            &format!("{p}/revoke"),
+            post(revoke).layer(RateLimitLayer::new(c.token_limit)),
+        )
         .layer(cors);
     let api = if p.is_empty() {
         api
@@ -68,9 +79,13 @@ pub(super) fn router(inner: Shared) -> Router {
             get(metadata),
         )
     };
+    let pages = RateLimitLayer::new(c.authorize_limit);
     Router::new()
-        .route(&format!("{p}/authorize"), get(authorize))
-        .route(&format!("{p}/consent"), post(consent))
+        .route(
+            &format!("{p}/authorize"),
+            get(authorize).layer(pages.clone()),
+        )
+        .route(&format!("{p}/consent"), post(consent).layer(pages))
         .route(&format!("{p}/auth/callback"), get(callback))
         .merge(api)
         .with_state(inner)

@@ -83,6 +83,12 @@ pub struct ProxyConfig {
     /// A refresh token presented twice within this window (two concurrent refreshes of one
     /// client) gets a fresh pair instead of revoking the family.
     pub refresh_grace: Duration,
+    /// Per-address limit on `/register`.
+    pub register_limit: crate::limit::RateLimit,
+    /// Per-address limit on `/authorize` and `/consent`.
+    pub authorize_limit: crate::limit::RateLimit,
+    /// Per-address limit on `/token` and `/revoke`.
+    pub token_limit: crate::limit::RateLimit,
     /// The master secret (at least 32 bytes): seals upstream tokens and the signing key,
     /// signs cookies. Every instance sharing a store needs the same one.
     pub secret: ClientSecret,
@@ -110,6 +116,18 @@ impl ProxyConfig {
             access_token_ttl: Duration::from_secs(3600),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             refresh_grace: Duration::from_secs(10),
+            register_limit: crate::limit::RateLimit {
+                per_minute: 20,
+                burst: 10,
+            },
+            authorize_limit: crate::limit::RateLimit {
+                per_minute: 120,
+                burst: 30,
+            },
+            token_limit: crate::limit::RateLimit {
+                per_minute: 600,
+                burst: 100,
+            },
             secret,
         }
     }
