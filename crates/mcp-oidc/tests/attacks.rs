@@ -9,7 +9,9 @@
 //! Each test prints one `ATTACKS group=<name> tried=<n> refused=<n> accepted=<n>` line
 //! (visible with `--nocapture`): `tried` counts the hostile requests, `refused` those that
 //! were refused as expected, `accepted` hostile requests that got through (always 0 when the
-//! test passes). Requests that are valid on purpose are counted apart as `valid=<n>`.
+//! test passes). Requests that are valid on purpose are counted apart as `valid=<n>`. Each
+//! case also prints `ATTACK case=<name> status=<code> outcome=<refused|accepted-as-valid>`
+//! once its answer has been checked.
 
 mod common;
 
@@ -299,6 +301,11 @@ async fn run_cases(served: &Served, cases: &[Case]) -> Tally {
         if hostile {
             tally.refused += 1;
         }
+        println!(
+            "ATTACK case={name} status={} outcome={}",
+            status.as_u16(),
+            if hostile { "refused" } else { "accepted-as-valid" }
+        );
     }
     tally
 }

@@ -15,6 +15,8 @@ mod metadata;
 mod resource_url;
 mod session;
 
+// For the fuzz entry points in `crate::__fuzz`.
+pub(crate) use layer::bearer_token;
 pub use layer::{BearerAuthLayer, BearerAuthService, LayerSettings};
 pub use metadata::{MetadataSource, ProtectedResourceMetadata, metadata_router};
 pub use resource_url::ProtectedResource;

@@ -227,7 +227,7 @@ impl JwtVerifier {
             .ok_or_else(|| InvalidToken::MissingClaim("sub").into())
     }
 
-    fn check_claims(&self, claims: &Map<String, Value>) -> Result<(), InvalidToken> {
+    pub(crate) fn check_claims(&self, claims: &Map<String, Value>) -> Result<(), InvalidToken> {
         let config = &self.inner.config;
         let now = unix_now();
         let leeway = config.leeway.as_secs();
