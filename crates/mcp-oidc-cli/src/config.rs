@@ -502,7 +502,7 @@ impl Settings {
         };
 
         let proxy = if proxy_mode {
-            Some(self.proxy_plan(&issuer, &discovery_url, &resource, timeout)?)
+            Some(self.proxy_plan(&discovery_url, &resource, timeout)?)
         } else {
             None
         };
@@ -530,7 +530,6 @@ impl Settings {
 impl Settings {
     fn proxy_plan(
         &self,
-        issuer: &str,
         discovery_url: &str,
         resource: &ProtectedResource,
         timeout: Duration,
@@ -617,7 +616,6 @@ impl Settings {
                 .unwrap_or(preset.is_some_and(|p| p.use_userinfo)),
             timeout,
         };
-        let _ = issuer;
         let origin = resource
             .base_url()
             .as_str()

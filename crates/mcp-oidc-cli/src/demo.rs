@@ -121,6 +121,29 @@ impl DemoServer {
         Ok(format!("Processing for user: {}", token.subject()))
     }
 
+    #[tool(
+        description = "The calling user's profile as the upstream identity provider reports it now (OAuth proxy mode: fetched with the user's upstream access token, which never leaves the server)"
+    )]
+    async fn upstream_profile(
+        &self,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<String, McpError> {
+        let token = caller()?;
+        let proxy = parts
+            .extensions
+            .get::<mcp_oidc::proxy::OAuthProxy>()
+            .ok_or_else(|| {
+                McpError::invalid_request(
+                    "this server is not running the OAuth proxy (no upstream token)",
+                    None,
+                )
+            })?;
+        let info = proxy.upstream_userinfo(&token).await.map_err(|e| {
+            McpError::internal_error(format!("upstream userinfo failed: {e}"), None)
+        })?;
+        serde_json::to_string(&info).map_err(|e| McpError::internal_error(e.to_string(), None))
+    }
+
     #[tool(description = "Save a note as the calling user (requires the mcp:write scope)")]
     async fn write_note(
         &self,

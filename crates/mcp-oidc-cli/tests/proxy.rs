@@ -279,6 +279,24 @@ async fn full_flow_issues_our_token_with_the_upstream_users_claims_and_refresh_r
     assert_eq!(me["aud"], json!([s.mcp]));
     assert_eq!(me["client_id"], client_id);
 
+    // A tool reads the user's upstream profile with the upstream token kept server-side.
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(s.mcp.clone()).auth_header(access.to_owned()),
+    );
+    let client = ClientConfig::default().serve(transport).await.unwrap();
+    let result = client
+        .call_tool(CallToolRequestParams::new("upstream_profile"))
+        .await
+        .unwrap();
+    let upstream: Value = serde_json::from_str(&result.content[0].as_text().unwrap().text).unwrap();
+    assert_eq!(upstream["sub"], "testuser");
+    assert_eq!(upstream["email"], "testuser@example.com");
+    let _ = client.cancel().await;
+    assert!(
+        !tokens.to_string().contains("upstream_access"),
+        "the upstream token is never handed out"
+    );
+
     let refresh = tokens["refresh_token"].as_str().unwrap();
     let (status, fresh) = token_request(
         &s.base,

@@ -60,6 +60,7 @@ pub struct McpOidc {
     cancel: CancellationToken,
     auth_enabled: bool,
     extra_routes: Option<Router>,
+    proxy: Option<crate::proxy::OAuthProxy>,
 }
 
 impl McpOidc {
@@ -90,6 +91,7 @@ impl McpOidc {
             cancel: CancellationToken::new(),
             auth_enabled: true,
             extra_routes: None,
+            proxy: None,
         }
     }
 
@@ -170,11 +172,13 @@ impl McpOidc {
         self.as_metadata = MetadataSource::None;
         // Revocation (code replay, refresh reuse) must reach tokens already verified.
         self.cache = TokenCache::new(10_000, Duration::from_secs(30), Duration::from_secs(30));
-        let routes = proxy.router().layer(axum::Extension(proxy.clone()));
+        let routes = proxy.router();
         self.extra_routes = Some(match self.extra_routes.take() {
             Some(r) => r.merge(routes),
             None => routes,
         });
+        // Tools reach the proxy (for the caller's upstream token) through the request parts.
+        self.proxy = Some(proxy.clone());
         self
     }
 
@@ -248,6 +252,9 @@ impl McpOidc {
         let mut app = mcp.merge(metadata_router(&self.resource, self.as_metadata));
         if let Some(extra) = self.extra_routes {
             app = app.merge(extra);
+        }
+        if let Some(proxy) = self.proxy {
+            app = app.layer(axum::Extension(proxy));
         }
         app.layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -264,6 +264,27 @@ impl OAuthProxy {
     }
 }
 
+impl OAuthProxy {
+    /// The upstream provider's userinfo for the caller of `token`, fetched with the
+    /// upstream access token (refreshed first if needed).
+    pub async fn upstream_userinfo(
+        &self,
+        token: &AccessToken,
+    ) -> Result<serde_json::Map<String, Value>, VerifyError> {
+        let access = self.upstream_access_token(token).await?;
+        self.inner
+            .upstream
+            .userinfo(access.secret())
+            .await
+            .map_err(|e| {
+                VerifyError::Unavailable(crate::error::Unavailable {
+                    retry_after: Duration::from_secs(5),
+                    detail: e.to_string(),
+                })
+            })
+    }
+}
+
 /// The verifier of the proxy's own access tokens. See [`OAuthProxy::verifier`].
 #[derive(Clone)]
 pub struct ProxyTokenVerifier {
