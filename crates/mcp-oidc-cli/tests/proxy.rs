@@ -810,3 +810,71 @@ async fn a_registration_flood_from_one_address_gets_429_with_retry_after() {
         .unwrap();
     assert_eq!(meta.status(), 200);
 }
+
+fn python_mock_program() -> std::path::PathBuf {
+    let path = std::env::var_os("OIDC_PROVIDER_MOCK")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/peers/venv/bin/oidc-provider-mock")
+        });
+    assert!(
+        path.exists(),
+        "the Python oidc-provider-mock was not found at {}: run scripts/setup-python-peers",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test]
+async fn the_proxy_works_with_the_reference_provider_and_its_opaque_access_tokens() {
+    let port = free_port();
+    let _python = tokio::process::Command::new(python_mock_program())
+        .args(["--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let issuer = format!("http://localhost:{port}");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("{issuer}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "oidc-provider-mock did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = http
+        .put(format!("{issuer}/users/testuser"))
+        .json(&json!({"email": "testuser@example.com", "name": "Test User"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    let (base, server) = serve(proxy_settings(&issuer, free_port(), None)).await;
+    let s = Stack {
+        idp_issuer: issuer,
+        _idp: None,
+        mcp: format!("{base}/mcp"),
+        base,
+        server: Some(server),
+    };
+    let (client_id, code, p) = code_for(&s).await;
+    let (status, tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "{tokens}");
+    let me = whoami(&s.mcp, tokens["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(me["sub"], "testuser");
+    assert_eq!(me["email"], "testuser@example.com");
+    assert_eq!(me["name"], "Test User");
+    assert_eq!(me["iss"], s.base);
+}
