@@ -1,0 +1,245 @@
+//! How the resource server fails: the provider's key endpoint down, slow, answering garbage
+//! or an empty key set, or flapping. Valid tokens keep working from cached keys, no request
+//! waits longer than the provider timeout, and the server recovers by itself.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use common::*;
+use mcp_oidc::token::{AudiencePolicy, JwksSettings, JwtConfig, JwtVerifier, KeySource};
+use serde_json::json;
+
+const NORMAL: u8 = 0;
+const DOWN: u8 = 1;
+const SLOW: u8 = 2;
+const GARBAGE: u8 = 3;
+const EMPTY: u8 = 4;
+
+/// A key endpoint whose behaviour the test switches at will.
+struct FaultyJwks {
+    url: String,
+    mode: Arc<AtomicU8>,
+    fetches: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultyJwks {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone)]
+struct St {
+    mode: Arc<AtomicU8>,
+    fetches: Arc<AtomicUsize>,
+    keys: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+async fn jwks(State(s): State<St>) -> axum::response::Response {
+    s.fetches.fetch_add(1, Ordering::SeqCst);
+    match s.mode.load(Ordering::SeqCst) {
+        DOWN => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        SLOW => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            axum::http::StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+        GARBAGE => (
+            [("content-type", "application/json")],
+            "{\"keys\": [garbage",
+        )
+            .into_response(),
+        EMPTY => axum::Json(json!({"keys": []})).into_response(),
+        _ => axum::Json(json!({"keys": s.keys.lock().unwrap().clone()})).into_response(),
+    }
+}
+
+impl FaultyJwks {
+    async fn start(keys: Vec<serde_json::Value>, mode: u8) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/jwks",
+            listener.local_addr().unwrap().port()
+        );
+        let st = St {
+            mode: Arc::new(AtomicU8::new(mode)),
+            fetches: Arc::new(AtomicUsize::new(0)),
+            keys: Arc::new(std::sync::Mutex::new(keys)),
+        };
+        let (mode, fetches) = (st.mode.clone(), st.fetches.clone());
+        let app = axum::Router::new().route("/jwks", get(jwks)).with_state(st);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url,
+            mode,
+            fetches,
+            task,
+        }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+}
+
+/// A protected server trusting `issuer`'s RSA key, fetched from `jwks_url`.
+async fn server(issuer: &TestIssuer, jwks_url: &str) -> Served {
+    let (iss, jwks_url) = (issuer.url.clone(), jwks_url.to_owned());
+    serve_probe(
+        move |r| {
+            let mut config = JwtConfig::new(
+                iss.as_str(),
+                KeySource::JwksUri(jwks_url),
+                AudiencePolicy::OneOf(vec![r.resource().into()]),
+            );
+            config.jwks = JwksSettings {
+                unknown_kid_cooldown: Duration::from_millis(100),
+                http_timeout: Duration::from_millis(800),
+                max_retry_backoff: Duration::from_millis(400),
+                ..JwksSettings::default()
+            };
+            Arc::new(JwtVerifier::new(config).unwrap())
+        },
+        |s| s.token_cache(mcp_oidc::token::TokenCache::disabled()),
+    )
+    .await
+}
+
+/// A token with a key id nobody has: forces a (rate-limited) key refetch.
+fn unknown_kid_token(issuer: &TestIssuer, aud: &str) -> String {
+    jws(
+        &json!({"alg": "RS256", "kid": format!("new-{}", now())}),
+        &issuer.claims("x", aud),
+        |i| issuer.rsa.sign(i),
+    )
+}
+
+#[tokio::test]
+async fn garbage_empty_or_failing_key_endpoints_never_evict_the_cached_keys() {
+    let issuer = TestIssuer::start().await;
+    let jwks = FaultyJwks::start(vec![issuer.rsa.jwk.clone()], NORMAL).await;
+    let served = server(&issuer, &jwks.url).await;
+    let valid = format!(
+        "Bearer {}",
+        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
+    );
+    assert!(
+        eventually(Duration::from_secs(5), async || post(
+            &served.mcp_url,
+            Some(&valid),
+            INIT
+        )
+        .await
+        .status()
+            == 200)
+        .await
+    );
+
+    for (mode, name) in [
+        (GARBAGE, "garbage"),
+        (EMPTY, "empty key set"),
+        (DOWN, "HTTP 500"),
+    ] {
+        jwks.set(mode);
+        let before = jwks.fetches.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let probe = format!("Bearer {}", unknown_kid_token(&issuer, &served.mcp_url));
+        assert_eq!(
+            post(&served.mcp_url, Some(&probe), INIT).await.status(),
+            401,
+            "{name}"
+        );
+        assert!(
+            jwks.fetches.load(Ordering::SeqCst) > before,
+            "{name}: a refetch was attempted"
+        );
+        assert_eq!(
+            post(&served.mcp_url, Some(&valid), INIT).await.status(),
+            200,
+            "{name}: cached keys still serve"
+        );
+    }
+    jwks.set(NORMAL);
+}
+
+#[tokio::test]
+async fn a_slow_key_endpoint_never_holds_a_request_past_the_provider_timeout() {
+    let issuer = TestIssuer::start().await;
+    let jwks = FaultyJwks::start(vec![issuer.rsa.jwk.clone()], SLOW).await;
+    let served = server(&issuer, &jwks.url).await;
+    let valid = format!(
+        "Bearer {}",
+        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
+    );
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = post(&served.mcp_url, Some(&valid), INIT).await;
+        let took = started.elapsed();
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key("retry-after"));
+        assert!(
+            took < Duration::from_secs(3),
+            "waited {took:?} for a provider that hangs"
+        );
+    }
+    // The provider comes back: the server recovers without a restart.
+    jwks.set(NORMAL);
+    assert!(
+        eventually(Duration::from_secs(10), async || post(
+            &served.mcp_url,
+            Some(&valid),
+            INIT
+        )
+        .await
+        .status()
+            == 200)
+        .await,
+        "no recovery"
+    );
+}
+
+#[tokio::test]
+async fn a_flapping_provider_does_not_interrupt_valid_tokens() {
+    let issuer = TestIssuer::start().await;
+    let jwks = FaultyJwks::start(vec![issuer.rsa.jwk.clone()], NORMAL).await;
+    let served = server(&issuer, &jwks.url).await;
+    let valid = format!(
+        "Bearer {}",
+        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
+    );
+    assert!(
+        eventually(Duration::from_secs(5), async || post(
+            &served.mcp_url,
+            Some(&valid),
+            INIT
+        )
+        .await
+        .status()
+            == 200)
+        .await
+    );
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        jwks.set(if i % 2 == 0 { DOWN } else { NORMAL });
+        if i % 5 == 0 {
+            let probe = format!("Bearer {}", unknown_kid_token(&issuer, &served.mcp_url));
+            let _ = post(&served.mcp_url, Some(&probe), INIT).await;
+        }
+        statuses.push(
+            post(&served.mcp_url, Some(&valid), INIT)
+                .await
+                .status()
+                .as_u16(),
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}
