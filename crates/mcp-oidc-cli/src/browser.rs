@@ -118,6 +118,16 @@ impl Browser {
         }
     }
 
+    /// Sets a cookie for the host of `url` (as if a previous page had set it).
+    pub fn add_cookie(&mut self, url: &str, name: &str, value: &str) {
+        if let Ok(u) = url::Url::parse(url) {
+            self.cookies
+                .entry(Self::host_key(&u))
+                .or_default()
+                .insert(name.to_owned(), value.to_owned());
+        }
+    }
+
     /// Removes all cookies (a different browser).
     pub fn clear_cookies(&mut self) {
         self.cookies.clear();

@@ -1,0 +1,279 @@
+//! `kill -9` in the middle of an OAuth flow and of a burst of tool calls: after a restart,
+//! every completed registration, refresh token and access token still works, and a flow
+//! interrupted at the consent page can still be completed.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use mcp_oidc_cli::browser::{Browser, Person};
+use mcp_oidc_mock::{MockConfig, MockProvider};
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-oidc");
+const REDIRECT: &str = "http://127.0.0.1:7777/callback";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_server(issuer: &str, port: u16, state: &std::path::Path) -> tokio::process::Child {
+    let child = tokio::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--issuer",
+            issuer,
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--base-url", &format!("http://localhost:{port}")])
+        .args([
+            "--upstream-client-id",
+            "proxy-client",
+            "--upstream-client-secret",
+            "proxy-secret",
+        ])
+        .arg("--state-dir")
+        .arg(state)
+        .env(
+            "MCP_OIDC_PROXY_SECRET",
+            "a-test-proxy-secret-that-is-long-enough-0123456789",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = http
+            .get(format!(
+                "http://localhost:{port}/.well-known/oauth-authorization-server"
+            ))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if ok {
+            return child;
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn kill_9(child: &tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+fn pkce() -> (String, String) {
+    let verifier = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+fn authorize_url(base: &str, client_id: &str, challenge: &str) -> String {
+    let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("state", "s")
+        .append_pair("code_challenge", challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("resource", &format!("{base}/mcp"));
+    url.to_string()
+}
+
+async fn exchange(base: &str, client_id: &str, code: &str, verifier: &str) -> Value {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", client_id),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn mcp_status(base: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{base}/mcp"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn state_survives_kill_9_during_a_flow_and_during_a_burst_of_calls() {
+    let claims = json!({"email": "testuser@example.com", "name": "Test User"});
+    let idp = MockProvider::new(MockConfig {
+        users: vec![("testuser".into(), claims.as_object().unwrap().clone())],
+        ..MockConfig::default()
+    })
+    .unwrap()
+    .spawn("127.0.0.1:0")
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://localhost:{port}");
+    let mut server = start_server(&idp.issuer(), port, dir.path()).await;
+
+    // A completed registration and sign-in.
+    let client: Value = reqwest::Client::new()
+        .post(format!("{base}/register"))
+        .json(&json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "client_name": "survivor"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = client["client_id"].as_str().unwrap().to_owned();
+    let (verifier, challenge) = pkce();
+    let person = Person {
+        user: "testuser".into(),
+        approve: true,
+        remember: false,
+    };
+    let back = Browser::new()
+        .sign_in(
+            &authorize_url(&base, &client_id, &challenge),
+            REDIRECT,
+            &person,
+        )
+        .await
+        .unwrap();
+    let tokens = exchange(&base, &client_id, &back.params["code"], &verifier).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+
+    // A flow interrupted at the consent page: the browser holds the page and its cookie.
+    let (verifier2, challenge2) = pkce();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http
+        .get(authorize_url(&base, &client_id, &challenge2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let field = |name: &str| {
+        let i = html.find(&format!("name={name} value=\"")).unwrap() + name.len() + 13;
+        html[i..].split('"').next().unwrap().to_owned()
+    };
+    let (txn, csrf) = (field("transaction"), field("csrf_token"));
+
+    // A burst of tool calls, killed in the middle.
+    let burst: Vec<_> = (0..64)
+        .map(|_| {
+            let (b, t) = (base.clone(), access.clone());
+            tokio::spawn(async move { mcp_status(&b, &t).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    kill_9(&server);
+    let _ = server.wait().await;
+    for b in burst {
+        let status = b.await.unwrap();
+        assert!(
+            status == 200 || status == 0,
+            "a call either completed or lost its connection: {status}"
+        );
+    }
+
+    server = start_server(&idp.issuer(), port, dir.path()).await;
+    // The access token and the refresh token still work.
+    assert_eq!(mcp_status(&base, &access).await, 200);
+    let r = reqwest::Client::new()
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", &client_id),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "refresh token survived kill -9");
+    // The interrupted flow resumes where it stopped.
+    let r = http
+        .post(format!("{base}/consent"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("transaction", txn.as_str()),
+            ("csrf_token", csrf.as_str()),
+            ("decision", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "consent after restart");
+    let upstream = r.headers()["location"].to_str().unwrap().to_owned();
+    // The consent answer binds the rest of the flow to this browser with a new cookie.
+    let binding = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (name, value) = binding.split_once('=').unwrap();
+    let mut browser = Browser::new();
+    browser.add_cookie(&base, name, value);
+    let back = browser.sign_in(&upstream, REDIRECT, &person).await.unwrap();
+    let resumed = exchange(&base, &client_id, &back.params["code"], &verifier2).await;
+    assert_eq!(
+        mcp_status(&base, resumed["access_token"].as_str().unwrap()).await,
+        200
+    );
+
+    // And the registration itself is still known.
+    let page = http
+        .get(authorize_url(&base, &client_id, &challenge2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("survivor"));
+    kill_9(&server);
+    let _ = server.wait().await;
+}
