@@ -878,3 +878,61 @@ async fn the_proxy_works_with_the_reference_provider_and_its_opaque_access_token
     assert_eq!(me["name"], "Test User");
     assert_eq!(me["iss"], s.base);
 }
+
+#[tokio::test]
+async fn a_locked_database_gives_a_clear_503_and_loses_nothing() {
+    let idp = start_idp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (base, server) = serve(proxy_settings(&idp.issuer(), free_port(), Some(dir.path()))).await;
+    let s = Stack {
+        idp_issuer: idp.issuer(),
+        _idp: Some(idp),
+        mcp: format!("{base}/mcp"),
+        base,
+        server: Some(server),
+    };
+    let first = register(&s.base, json!({})).await;
+
+    // Another process holds an exclusive lock on the database.
+    let db = dir.path().join("mcp-oidc.db");
+    let locker = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        std::thread::sleep(Duration::from_secs(7));
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/register", s.base))
+        .json(&json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    tokio::task::spawn_blocking(move || locker.join().unwrap())
+        .await
+        .unwrap();
+
+    // Once the lock is gone everything works, and the earlier registration is intact.
+    let _second = register(&s.base, json!({})).await;
+    let p = pkce();
+    let mut browser = Browser::new();
+    let back = browser
+        .sign_in(
+            &authorize_url(&s.base, first["client_id"].as_str().unwrap(), &p, &[]),
+            REDIRECT,
+            &person(),
+        )
+        .await
+        .unwrap();
+    let (status, _) = exchange(
+        &s,
+        first["client_id"].as_str().unwrap(),
+        &back.params["code"],
+        &p,
+    )
+    .await;
+    assert_eq!(status, 200);
+}
