@@ -304,7 +304,11 @@ async fn run_cases(served: &Served, cases: &[Case]) -> Tally {
         println!(
             "ATTACK case={name} status={} outcome={}",
             status.as_u16(),
-            if hostile { "refused" } else { "accepted-as-valid" }
+            if hostile {
+                "refused"
+            } else {
+                "accepted-as-valid"
+            }
         );
     }
     tally
