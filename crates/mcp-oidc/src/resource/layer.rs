@@ -227,9 +227,10 @@ async fn authorize(
         });
     }
 
-    let principal = access.principal_key();
     let mut session_to_bind = None;
     if let Some(sessions) = &shared.settings.sessions {
+        // Only stateful servers pay for the principal key.
+        let principal = access.principal_key();
         match parts.headers.get(SESSION_HEADER).map(|v| v.to_str()) {
             Some(Ok(id)) => {
                 if !sessions.allows(id, &principal) {
