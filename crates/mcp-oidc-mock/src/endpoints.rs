@@ -207,8 +207,12 @@ pub(crate) async fn authorize(
     }
     let scope = normalize_scope(query.one("scope").map_err(bad)?)
         .map_err(|d| redirect(ErrorCode::InvalidScope, d))?;
-    check_client_scope(client.as_ref(), &scope)
-        .map_err(|d| redirect(ErrorCode::InvalidScope, d))?;
+    // A registered client's `scope` is enforced only when registration is: MCP clients
+    // register with their first scope and step up to more later without re-registering.
+    if inner.config.require_registration {
+        check_client_scope(client.as_ref(), &scope)
+            .map_err(|d| redirect(ErrorCode::InvalidScope, d))?;
+    }
     let resources: Vec<String> = query
         .all("resource")
         .into_iter()
@@ -679,8 +683,10 @@ fn client_credentials_grant(
     }
     let scope = normalize_scope(params.one("scope").map_err(invalid_request)?)
         .map_err(|d| OAuthError::json(ErrorCode::InvalidScope, d))?;
-    check_client_scope(client.registered.as_ref(), &scope)
-        .map_err(|d| OAuthError::json(ErrorCode::InvalidScope, d))?;
+    if inner.config.require_registration {
+        check_client_scope(client.registered.as_ref(), &scope)
+            .map_err(|d| OAuthError::json(ErrorCode::InvalidScope, d))?;
+    }
     Ok(Grant {
         aud: inner.audience(&resources, &client.id),
         issuer,

@@ -865,3 +865,35 @@ async fn registered_client_may_omit_its_single_redirect_uri_in_both_requests() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn a_dynamically_registered_client_may_step_up_to_scopes_beyond_its_registration() {
+    // MCP clients register with the scope of the first challenge and ask for more after a
+    // 403 insufficient_scope, without registering again.
+    let m = start_default().await;
+    let client: Value = m
+        .http
+        .post(m.url("/oauth2/clients"))
+        .json(&json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "scope": "openid profile email"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = client["client_id"].as_str().unwrap();
+    let (code, verifier) = m
+        .code_for("jo", id, "openid profile email mcp:write", &[])
+        .await;
+    let (status, body) = m
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.as_str()),
+            ("client_id", id),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["scope"], "openid profile email mcp:write");
+}
