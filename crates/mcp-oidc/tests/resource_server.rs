@@ -663,3 +663,45 @@ async fn opaque_tokens_are_verified_with_userinfo_and_with_introspection() {
         );
     }
 }
+
+#[tokio::test]
+async fn sessionless_2026_07_28_requests_are_served_on_a_stateful_server() {
+    let (issuer, served) = issuer_and_server().await;
+    let token = format!(
+        "Bearer {}",
+        issuer.rs256(&issuer.claims("dana", &served.mcp_url))
+    );
+    let body = json!({
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {
+            "name": "process_data", "arguments": {"data": "x"},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }
+        }
+    });
+    let r = reqwest::Client::new()
+        .post(&served.mcp_url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "process_data")
+        .header("authorization", &token)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        header(&r, "mcp-session-id").is_empty(),
+        "no session in 2026-07-28"
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.contains("Processing for user: dana"), "{text}");
+    // Still authenticated: the same request without a token is refused.
+    let r = post(&served.mcp_url, None, &body.to_string()).await;
+    assert_eq!(r.status(), 401);
+}
