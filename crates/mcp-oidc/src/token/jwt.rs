@@ -208,15 +208,12 @@ impl JwtVerifier {
             return Err(InvalidToken::BadSignature.into());
         }
         let keys = self.inner.keys.keys_for(kid, alg).await?;
-        let verified = keys.iter().any(|k| {
-            jsonwebtoken::crypto::verify(
-                parts.signature,
-                parts.signing_input.as_bytes(),
-                &k.key,
-                alg,
-            )
-            .unwrap_or(false)
-        });
+        let signature = URL_SAFE_NO_PAD
+            .decode(parts.signature)
+            .map_err(|_| InvalidToken::BadSignature)?;
+        let verified = keys
+            .iter()
+            .any(|k| k.verify(alg, parts.signing_input.as_bytes(), &signature));
         if !verified {
             return Err(InvalidToken::BadSignature.into());
         }
