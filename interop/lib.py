@@ -100,7 +100,7 @@ def node_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def npm_tool(name: str) -> Path:
     path = NODE_PREFIX / "node_modules" / ".bin" / name
-    check(path.exists(), f"tool missing: {path.relative_to(ROOT)} (npm install failed?)")
+    check(path.exists(), f"tool missing: {_shown(path)} (npm install failed?)")
     check((NODE_BIN / "node").exists(), "tool missing: Node 22 (npm package node@22)")
     return path
 
@@ -173,8 +173,15 @@ def wait_http(url: str, timeout: float = 30, proc: Proc | None = None) -> None:
     raise ScenarioFailure(f"{url} not reachable within {timeout}s: {last}")
 
 
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def require_binary(path: Path) -> Path:
-    check(path.exists(), f"binary missing: {path.relative_to(ROOT)} (build failed?)")
+    check(path.exists(), f"binary missing: {_shown(path)} (build failed?)")
     return path
 
 
