@@ -936,3 +936,97 @@ async fn a_locked_database_gives_a_clear_503_and_loses_nothing() {
     .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_callback_naming_another_issuer_is_a_mix_up_and_issues_nothing() {
+    let s = stack().await;
+    let client = register(&s.base, json!({})).await;
+    let id = client["client_id"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let p = pkce();
+    // Consent properly, in one browser...
+    let page = http
+        .get(authorize_url(&s.base, &id, &p, &[]))
+        .send()
+        .await
+        .unwrap();
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let field = |name: &str| {
+        let i = html.find(&format!("name={name} value=\"")).unwrap() + name.len() + 13;
+        html[i..].split('"').next().unwrap().to_owned()
+    };
+    let r = http
+        .post(format!("{}/consent", s.base))
+        .header("cookie", &cookie)
+        .form(&[
+            ("transaction", field("transaction").as_str()),
+            ("csrf_token", field("csrf_token").as_str()),
+            ("decision", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let binding = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let upstream = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let state: String = upstream
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    // ...then the response comes back claiming to be from another authorization server.
+    let r = http
+        .get(callback_url(
+            &s.base,
+            &[
+                ("code", "attacker-code"),
+                ("state", &state),
+                ("iss", "https://evil.example"),
+            ],
+        ))
+        .header("cookie", &binding)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let back = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let q: HashMap<String, String> = back
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    assert!(back.as_str().starts_with(REDIRECT));
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(q["iss"], s.base);
+    assert!(!q.contains_key("code"), "no code is issued");
+    // The state is spent: replaying the callback is refused outright.
+    let r = http
+        .get(callback_url(&s.base, &[("code", "x"), ("state", &state)]))
+        .header("cookie", &binding)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+fn callback_url(base: &str, params: &[(&str, &str)]) -> String {
+    let mut url = url::Url::parse(&format!("{base}/auth/callback")).unwrap();
+    url.query_pairs_mut().extend_pairs(params);
+    url.to_string()
+}
