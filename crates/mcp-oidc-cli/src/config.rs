@@ -175,6 +175,18 @@ pub struct Settings {
     /// OAuth proxy: extra authorization parameters, comma-separated key=value.
     #[arg(long, env = "MCP_OIDC_UPSTREAM_EXTRA_PARAMS", value_delimiter = ',')]
     pub upstream_extra_params: Option<Vec<String>>,
+    /// OAuth proxy, providers without discovery: the authorization endpoint.
+    #[arg(long, env = "MCP_OIDC_UPSTREAM_AUTHORIZATION_ENDPOINT")]
+    pub upstream_authorization_endpoint: Option<String>,
+    /// OAuth proxy, providers without discovery: the token endpoint.
+    #[arg(long, env = "MCP_OIDC_UPSTREAM_TOKEN_ENDPOINT")]
+    pub upstream_token_endpoint: Option<String>,
+    /// OAuth proxy, providers without discovery: where the user's profile is read.
+    #[arg(long, env = "MCP_OIDC_UPSTREAM_USERINFO_ENDPOINT")]
+    pub upstream_userinfo_endpoint: Option<String>,
+    /// OAuth proxy: the profile member naming the user when there is no `sub` (GitHub: id).
+    #[arg(long, env = "MCP_OIDC_UPSTREAM_SUBJECT_CLAIM")]
+    pub upstream_subject_claim: Option<String>,
     /// OAuth proxy: the master secret (32+ characters) sealing stored upstream tokens and
     /// signing keys [default: generated once into {state_dir}/proxy-secret].
     #[arg(long, env = "MCP_OIDC_PROXY_SECRET", hide_env_values = true)]
@@ -536,6 +548,7 @@ impl Settings {
     ) -> Result<ProxyPlan, ConfigError> {
         use mcp_oidc::proxy::{
             PreRegisteredClient, ProxyConfig, RedirectPolicy, UpstreamAuthMethod, UpstreamConfig,
+            UpstreamEndpoints,
         };
         let client_id = required(
             &self.upstream_client_id,
@@ -551,7 +564,7 @@ impl Settings {
             Some(name) => Some(mcp_oidc::proxy::presets::preset(name).ok_or_else(|| {
                 ConfigError::new(
                     "upstream_preset",
-                    format!("`{name}` is not one of keycloak, auth0, okta, entra, google"),
+                    format!("`{name}` is not one of keycloak, auth0, okta, entra, google, github"),
                 )
             })?),
             None => None,
@@ -604,6 +617,31 @@ impl Settings {
             Some(s) => s.clone(),
             None => load_or_create_secret(&state_dir)?,
         };
+        let preset_endpoints = preset.and_then(|p| p.endpoints);
+        let endpoints = match (
+            &self.upstream_authorization_endpoint,
+            &self.upstream_token_endpoint,
+            &self.upstream_userinfo_endpoint,
+        ) {
+            (Some(a), Some(t), Some(u)) => Some(UpstreamEndpoints {
+                issuer: discovery_url.to_owned(),
+                authorization_endpoint: a.clone(),
+                token_endpoint: t.clone(),
+                userinfo_endpoint: u.clone(),
+            }),
+            (None, None, None) => preset_endpoints.map(|(a, t, u)| UpstreamEndpoints {
+                issuer: discovery_url.to_owned(),
+                authorization_endpoint: a.to_owned(),
+                token_endpoint: t.to_owned(),
+                userinfo_endpoint: u.to_owned(),
+            }),
+            _ => {
+                return Err(ConfigError::new(
+                    "upstream_authorization_endpoint",
+                    "set all three of upstream_authorization_endpoint, upstream_token_endpoint and upstream_userinfo_endpoint (providers without discovery), or none",
+                ));
+            }
+        };
         let upstream = UpstreamConfig {
             discovery_url: discovery_url.to_owned(),
             client_id: client_id.to_owned(),
@@ -615,6 +653,11 @@ impl Settings {
                 .upstream_use_userinfo
                 .unwrap_or(preset.is_some_and(|p| p.use_userinfo)),
             timeout,
+            endpoints,
+            subject_claim: self
+                .upstream_subject_claim
+                .clone()
+                .or_else(|| preset.and_then(|p| p.subject_claim).map(str::to_owned)),
         };
         let origin = resource
             .base_url()

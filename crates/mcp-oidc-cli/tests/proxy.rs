@@ -1030,3 +1030,79 @@ fn callback_url(base: &str, params: &[(&str, &str)]) -> String {
     url.query_pairs_mut().extend_pairs(params);
     url.to_string()
 }
+
+/// A provider shaped like GitHub: plain OAuth 2.0, no discovery, no ID token, a numeric user
+/// id and a `login`, and an authorize endpoint that (for a signed-in user) redirects back at once.
+async fn fake_github() -> (String, tokio::task::JoinHandle<()>) {
+    use axum::extract::{Form, Query};
+    use axum::routing::{get, post};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let app = axum::Router::new()
+        .route(
+            "/login/oauth/authorize",
+            get(|Query(q): Query<HashMap<String, String>>| async move {
+                let mut to = url::Url::parse(&q["redirect_uri"]).unwrap();
+                to.query_pairs_mut().append_pair("code", "gh-code").append_pair("state", &q["state"]);
+                axum::response::Redirect::to(to.as_str())
+            }),
+        )
+        .route(
+            "/login/oauth/access_token",
+            post(|Form(f): Form<HashMap<String, String>>| async move {
+                assert_eq!(f.get("code").map(String::as_str), Some("gh-code"));
+                axum::Json(json!({"access_token": "gho_token", "token_type": "bearer", "scope": "read:user"}))
+            }),
+        )
+        .route(
+            "/user",
+            get(|headers: axum::http::HeaderMap| async move {
+                if headers.get("authorization").map(|v| v.to_str().unwrap()) != Some("Bearer gho_token") {
+                    return Err(axum::http::StatusCode::UNAUTHORIZED);
+                }
+                Ok(axum::Json(json!({"id": 583231, "login": "octocat", "name": "The Octocat", "email": "octocat@github.example"})))
+            }),
+        );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, task)
+}
+
+#[tokio::test]
+async fn a_plain_oauth_provider_like_github_works_through_explicit_endpoints() {
+    let (gh, _task) = fake_github().await;
+    let port = free_port();
+    let mut settings = proxy_settings("https://github.com", port, None);
+    settings.upstream_preset = Some("github".into());
+    // The preset's real GitHub endpoints, pointed at the loopback stand-in.
+    settings.upstream_authorization_endpoint = Some(format!("{gh}/login/oauth/authorize"));
+    settings.upstream_token_endpoint = Some(format!("{gh}/login/oauth/access_token"));
+    settings.upstream_userinfo_endpoint = Some(format!("{gh}/user"));
+    let (base, server) = serve(settings).await;
+    let s = Stack {
+        idp_issuer: gh,
+        _idp: None,
+        mcp: format!("{base}/mcp"),
+        base,
+        server: Some(server),
+    };
+    let (client_id, code, p) = code_for(&s).await;
+    let (status, tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "{tokens}");
+    let claims =
+        mcp_oidc_mock::headless::unverified_claims(tokens["access_token"].as_str().unwrap())
+            .unwrap();
+    assert_eq!(
+        claims["sub"], "583231",
+        "GitHub's numeric id becomes the subject"
+    );
+    assert_eq!(claims["preferred_username"], "octocat");
+    assert_eq!(claims["upstream_iss"], "https://github.com");
+    let me = whoami(&s.mcp, tokens["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(me["sub"], "583231");
+    assert_eq!(me["name"], "The Octocat");
+    assert_eq!(me["email"], "octocat@github.example");
+}

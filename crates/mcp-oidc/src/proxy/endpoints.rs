@@ -1105,6 +1105,24 @@ async fn callback(
             }
         }
     }
+    if !claims.contains_key("sub")
+        && let Some(id) = inner
+            .upstream
+            .config
+            .subject_claim
+            .as_deref()
+            .and_then(|k| claims.get(k))
+    {
+        // A plain OAuth provider's user id (a number at GitHub) becomes the subject.
+        let sub = match id {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        if let Some(sub) = sub {
+            claims.insert("sub".into(), Value::String(sub));
+        }
+    }
     let Some(subject) = claims.get("sub").and_then(Value::as_str).map(str::to_owned) else {
         return redirect_error(
             &inner,

@@ -27,7 +27,7 @@ use serde_json::Value;
 
 pub use cimd::{CimdConfig, CimdFetcher};
 pub use redirect::RedirectPolicy;
-pub use upstream::{UpstreamAuthMethod, UpstreamConfig};
+pub use upstream::{UpstreamAuthMethod, UpstreamConfig, UpstreamEndpoints};
 
 use crate::error::{ConfigError, InvalidToken, VerifyError};
 use crate::store::{Namespace, Store, StoreError};
@@ -331,6 +331,17 @@ impl TokenVerifier for ProxyTokenVerifier {
 pub(crate) fn claims_from_upstream(
     claims: &serde_json::Map<String, Value>,
 ) -> serde_json::Map<String, Value> {
+    let mut kept = kept_claims(claims);
+    // Plain OAuth providers name the handle `login` (GitHub).
+    if !kept.contains_key("preferred_username")
+        && let Some(login) = claims.get("login").filter(|v| v.is_string())
+    {
+        kept.insert("preferred_username".into(), login.clone());
+    }
+    kept
+}
+
+fn kept_claims(claims: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
     const KEPT: [&str; 10] = [
         "email",
         "email_verified",

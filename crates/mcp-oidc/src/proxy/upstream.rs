@@ -41,6 +41,23 @@ pub struct UpstreamConfig {
     pub use_userinfo: bool,
     /// Timeout of calls to the provider.
     pub timeout: Duration,
+    /// Endpoints of a provider without OIDC discovery (GitHub); `None` discovers them.
+    pub endpoints: Option<UpstreamEndpoints>,
+    /// The userinfo member that identifies the user when there is no `sub` (GitHub: `id`).
+    pub subject_claim: Option<String>,
+}
+
+/// The endpoints of a plain OAuth 2.0 provider, which publishes no discovery document.
+#[derive(Debug, Clone)]
+pub struct UpstreamEndpoints {
+    /// A name for the provider, used as its issuer (e.g. `https://github.com`).
+    pub issuer: String,
+    /// The authorization endpoint.
+    pub authorization_endpoint: String,
+    /// The token endpoint.
+    pub token_endpoint: String,
+    /// Where the user's profile is read with the access token.
+    pub userinfo_endpoint: String,
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -97,6 +114,17 @@ impl Upstream {
     pub(crate) async fn metadata(&self) -> Result<&ProviderMetadata, UpstreamError> {
         self.metadata
             .get_or_try_init(|| async {
+                if let Some(e) = &self.config.endpoints {
+                    return Ok(ProviderMetadata {
+                        issuer: e.issuer.clone(),
+                        jwks_uri: None,
+                        userinfo_endpoint: Some(e.userinfo_endpoint.clone()),
+                        introspection_endpoint: None,
+                        authorization_endpoint: Some(e.authorization_endpoint.clone()),
+                        token_endpoint: Some(e.token_endpoint.clone()),
+                        document: serde_json::Map::new(),
+                    });
+                }
                 discover(&self.client, &self.config.discovery_url)
                     .await
                     .map_err(UpstreamError::Unavailable)
