@@ -9,9 +9,10 @@ calls, with the same answers as the demo server:
   process_data    "Processing for user: <sub>"
 
 Usage (all flags required except --no-auth):
-  python fastmcp_server.py --port P --jwks-uri URL --issuer URL --audience URL [--no-auth]
+  python fastmcp_server.py --port P --jwks-uri URL --issuer URL --audience URL [--no-auth] [--stateful]
 
-Always stateless HTTP with JSON responses (the benchmark's mode).
+Stateless HTTP with JSON responses (the benchmark's main mode), or with --stateful
+sessions (Mcp-Session-Id) with SSE replies.
 """
 
 import argparse
@@ -30,6 +31,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--issuer", required=True)
     p.add_argument("--audience", required=True)
     p.add_argument("--no-auth", action="store_true", help="serve without a verifier")
+    p.add_argument("--stateful", action="store_true", help="sessions and SSE replies")
     return p.parse_args()
 
 
@@ -77,8 +79,8 @@ mcp.run(
     host=ARGS.host,
     port=ARGS.port,
     path="/mcp",
-    stateless_http=True,
-    json_response=True,
+    stateless_http=not ARGS.stateful,
+    json_response=not ARGS.stateful,
     show_banner=False,
     log_level="warning",
     uvicorn_config={"access_log": False},

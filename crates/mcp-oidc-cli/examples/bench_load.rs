@@ -1,0 +1,870 @@
+//! Load driver of `bench/run` for what `oha` cannot do: MCP sessions with a strictly
+//! unique JSON-RPC id per request, many live sessions, and OAuth-proxy token issuance.
+//!
+//! Subcommands (each prints one JSON object on stdout, or writes it to `--out`):
+//!
+//! - `mcp`: N connections, each its own HTTP/1.1 connection (and, with `--stateful`, its
+//!   own session: `initialize` + `notifications/initialized`, then `Mcp-Session-Id` on
+//!   every call). Every request is a `tools/call` with a process-wide unique id; a 200
+//!   counts only if its answer carries that id and a result. Runs a warm-up, then a fixed
+//!   measured window; latencies of the requests started in the window give p50/p99.
+//! - `sessions`: initializes `--count` sessions, prints a `ready` line, waits for a line on
+//!   stdin (the caller measures the server meanwhile), then checks that a sample of the
+//!   sessions still answers and prints the result.
+//! - `codes`: registers a public client at an OAuth proxy and walks the real sign-in
+//!   (`/authorize` → consent → upstream login → `/auth/callback`) with the scripted
+//!   browser `--count` times, writing one authorization code (with its PKCE verifier) per
+//!   line.
+//! - `exchange`: redeems such codes at `/token` (`authorization_code` + PKCE) over N
+//!   connections as fast as it can; writes the refresh tokens it gets to `--refresh-out`.
+//! - `refresh`: N refresh chains, one per connection, each grant using the refresh token
+//!   of the previous answer, for a fixed time.
+//!
+//! ```text
+//! cargo run --release -p mcp-oidc-cli --example bench_load -- mcp \
+//!     --url http://127.0.0.1:8000/mcp --token "$TOKEN" --stateful --connections 32 \
+//!     --duration-secs 10 --warmup-secs 2
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clap::{Args, Parser, Subcommand};
+use mcp_oidc_cli::browser::{Browser, Person};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use serde_json::{Value, json};
+use sha2::Digest as _;
+use tokio::io::AsyncBufReadExt as _;
+
+const PROTOCOL: &str = "2025-06-18";
+const REDIRECT: &str = "http://127.0.0.1:7777/callback";
+
+#[derive(Parser, Debug)]
+#[command(about = "Load driver for bench/run")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// `tools/call` load, stateless or one session per connection.
+    Mcp(McpArgs),
+    /// Open many sessions and hold them while the caller measures the server.
+    Sessions(SessionArgs),
+    /// Pre-generate authorization codes through the real sign-in flow.
+    Codes(CodeArgs),
+    /// Redeem pre-generated codes at /token as fast as possible.
+    Exchange(ExchangeArgs),
+    /// Chained refresh-token rotations, one chain per connection.
+    Refresh(RefreshArgs),
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// Connections (concurrent workers, one HTTP/1.1 connection each).
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Per-request timeout, in seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout_secs: u64,
+    /// Write the JSON result here instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct McpArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The MCP endpoint.
+    #[arg(long)]
+    url: String,
+    /// Bearer token sent on every request (none if absent).
+    #[arg(long, env = "BENCH_TOKEN")]
+    token: Option<String>,
+    /// One session per connection (initialize first, then Mcp-Session-Id).
+    #[arg(long)]
+    stateful: bool,
+    /// Tool to call.
+    #[arg(long, default_value = "process_data")]
+    tool: String,
+    /// Also count a JSON-RPC error answer to the request's own id as answered (for a
+    /// server whose tools refuse the call, e.g. one without authentication).
+    #[arg(long)]
+    accept_rpc_error: bool,
+    /// Measured window, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration_secs: f64,
+    /// Load before the measured window, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    warmup_secs: f64,
+}
+
+#[derive(Args, Debug)]
+struct SessionArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long)]
+    url: String,
+    #[arg(long, env = "BENCH_TOKEN")]
+    token: Option<String>,
+    /// Sessions to open.
+    #[arg(long, default_value_t = 10_000)]
+    count: usize,
+    /// Sessions checked with a `tools/call` after the hold.
+    #[arg(long, default_value_t = 100)]
+    check: usize,
+}
+
+#[derive(Args, Debug)]
+struct CodeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Base URL of the OAuth proxy (its issuer), e.g. http://localhost:8000.
+    #[arg(long)]
+    base: String,
+    /// Codes to generate.
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Subject typed into the upstream login form.
+    #[arg(long, default_value = "benchuser")]
+    user: String,
+    /// Where to write the codes (JSON lines).
+    #[arg(long)]
+    codes_out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct ExchangeArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long)]
+    base: String,
+    /// The codes file written by `codes`.
+    #[arg(long)]
+    codes: PathBuf,
+    /// Where to write the refresh tokens obtained (one per line, after the client id line).
+    #[arg(long)]
+    refresh_out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct RefreshArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long)]
+    base: String,
+    /// File written by `exchange --refresh-out`: the client id, then refresh tokens.
+    #[arg(long)]
+    seeds: PathBuf,
+    #[arg(long, default_value_t = 10.0)]
+    duration_secs: f64,
+    #[arg(long, default_value_t = 1.0)]
+    warmup_secs: f64,
+}
+
+/// What one worker saw.
+#[derive(Default)]
+struct Tally {
+    lat_us: Vec<u32>,
+    codes: BTreeMap<u16, u64>,
+    ok: u64,
+    errors: u64,
+    bad: u64,
+    first_problem: Option<String>,
+}
+
+impl Tally {
+    fn problem(&mut self, what: String) {
+        if self.first_problem.is_none() {
+            self.first_problem = Some(what);
+        }
+    }
+
+    fn merge(&mut self, o: Tally) {
+        self.lat_us.extend(o.lat_us);
+        for (k, v) in o.codes {
+            *self.codes.entry(k).or_default() += v;
+        }
+        self.ok += o.ok;
+        self.errors += o.errors;
+        self.bad += o.bad;
+        if self.first_problem.is_none() {
+            self.first_problem = o.first_problem;
+        }
+    }
+
+    fn report(mut self, mode: &str, connections: usize, secs: f64) -> Value {
+        self.lat_us.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            if self.lat_us.is_empty() {
+                return 0.0;
+            }
+            let i = ((p / 100.0) * self.lat_us.len() as f64).ceil() as usize;
+            f64::from(self.lat_us[i.clamp(1, self.lat_us.len()) - 1]) / 1000.0
+        };
+        let requests: u64 = self.codes.values().sum::<u64>() + self.errors;
+        json!({
+            "mode": mode,
+            "connections": connections,
+            "measured_s": secs,
+            "requests": requests,
+            "ok": self.ok,
+            "rps": if secs > 0.0 { self.ok as f64 / secs } else { 0.0 },
+            "status_codes": self.codes.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "errors": self.errors,
+            "bad_answers": self.bad,
+            "p50_ms": pct(50.0),
+            "p90_ms": pct(90.0),
+            "p99_ms": pct(99.0),
+            "max_ms": pct(100.0),
+            "first_problem": self.first_problem,
+        })
+    }
+}
+
+fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(1)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .build()?)
+}
+
+fn emit(out: &Option<PathBuf>, v: &Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(v)?;
+    match out {
+        Some(p) => {
+            std::fs::write(p, text + "\n").with_context(|| format!("writing {}", p.display()))
+        }
+        None => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn call_body(id: u64, tool: &str) -> String {
+    let args = if tool == "process_data" {
+        json!({"data": "hello"})
+    } else {
+        json!({})
+    };
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": tool, "arguments": args}})
+    .to_string()
+}
+
+fn mcp_request(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    session: Option<&str>,
+    body: String,
+) -> reqwest::RequestBuilder {
+    let mut r = http
+        .post(url)
+        .header(CONTENT_TYPE, "application/json")
+        .header(ACCEPT, "application/json, text/event-stream")
+        .body(body);
+    if let Some(t) = token {
+        r = r.header(AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if let Some(s) = session {
+        r = r
+            .header("mcp-session-id", s)
+            .header("mcp-protocol-version", PROTOCOL);
+    }
+    r
+}
+
+/// initialize + notifications/initialized; returns the session id.
+async fn open_session(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<String> {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": PROTOCOL, "capabilities": {},
+                   "clientInfo": {"name": "bench-load", "version": "1"}}});
+    let r = mcp_request(http, url, token, None, init.to_string())
+        .send()
+        .await?;
+    let status = r.status();
+    let sid = r
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = r.text().await?;
+    let Some(sid) = sid.filter(|_| status == 200) else {
+        bail!(
+            "initialize: HTTP {status}, no session id: {}",
+            text.chars().take(200).collect::<String>()
+        );
+    };
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let r = mcp_request(http, url, token, Some(&sid), note.to_string())
+        .send()
+        .await?;
+    let status = r.status();
+    let _ = r.bytes().await;
+    if !status.is_success() {
+        bail!("notifications/initialized: HTTP {status}");
+    }
+    Ok(sid)
+}
+
+/// True if `text` (JSON or SSE) is the JSON-RPC result of request `id` (or, with
+/// `accept_error`, its JSON-RPC error).
+fn answers(text: &str, id: u64, accept_error: bool) -> bool {
+    let needle = format!("\"id\":{id},");
+    text.contains(&needle)
+        && ((text.contains("\"result\"") && !text.contains("\"isError\":true"))
+            || (accept_error && text.contains("\"error\"")))
+}
+
+async fn run_mcp(a: McpArgs) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(a.common.timeout_secs);
+    let ids = Arc::new(AtomicU64::new(1));
+    let n = a.common.connections;
+    // Connect (and open sessions) before the clock starts.
+    let mut setups = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (url, token, stateful) = (a.url.clone(), a.token.clone(), a.stateful);
+        setups.spawn(async move {
+            let http = client(timeout)?;
+            let sid = if stateful {
+                Some(open_session(&http, &url, token.as_deref()).await?)
+            } else {
+                None
+            };
+            anyhow::Ok((i, http, sid))
+        });
+    }
+    let mut workers = Vec::with_capacity(n);
+    let mut setup_failures = 0u64;
+    let mut setup_problem = None;
+    while let Some(r) = setups.join_next().await {
+        match r? {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                setup_failures += 1;
+                setup_problem.get_or_insert(format!("setup: {e:#}"));
+            }
+        }
+    }
+    let start = Instant::now() + Duration::from_millis(50);
+    let window_start = start + Duration::from_secs_f64(a.warmup_secs);
+    let deadline = window_start + Duration::from_secs_f64(a.duration_secs);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (_, http, sid) in workers {
+        let (url, token, tool, ids) = (a.url.clone(), a.token.clone(), a.tool.clone(), ids.clone());
+        let accept = a.accept_rpc_error;
+        tasks.spawn(async move {
+            let mut t = Tally::default();
+            tokio::time::sleep_until(start.into()).await;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= deadline {
+                    break;
+                }
+                let measured = t0 >= window_start;
+                let id = ids.fetch_add(1, Relaxed);
+                let resp = mcp_request(
+                    &http,
+                    &url,
+                    token.as_deref(),
+                    sid.as_deref(),
+                    call_body(id, &tool),
+                )
+                .send()
+                .await;
+                let outcome = match resp {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        match r.text().await {
+                            Ok(text) => Ok((status, text)),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                let us = t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                if !measured {
+                    if outcome.is_err() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    continue;
+                }
+                match outcome {
+                    Ok((status, text)) => {
+                        *t.codes.entry(status).or_default() += 1;
+                        t.lat_us.push(us);
+                        if status == 200 && answers(&text, id, accept) {
+                            t.ok += 1;
+                        } else if status == 200 {
+                            t.bad += 1;
+                            t.problem(format!(
+                                "id {id}: {}",
+                                text.chars().take(200).collect::<String>()
+                            ));
+                        } else {
+                            t.problem(format!(
+                                "HTTP {status}: {}",
+                                text.chars().take(200).collect::<String>()
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        t.errors += 1;
+                        t.problem(format!("transport: {e}"));
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            t
+        });
+    }
+    let mut total = Tally::default();
+    while let Some(t) = tasks.join_next().await {
+        total.merge(t?);
+    }
+    let measured = deadline
+        .saturating_duration_since(window_start)
+        .as_secs_f64();
+    total.errors += setup_failures;
+    if let Some(p) = setup_problem {
+        total.problem(p);
+    }
+    let mut v = total.report(
+        if a.stateful {
+            "mcp-stateful"
+        } else {
+            "mcp-stateless"
+        },
+        n,
+        measured,
+    );
+    v["setup_failures"] = json!(setup_failures);
+    v["tool"] = json!(a.tool);
+    emit(&a.common.out, &v)
+}
+
+async fn run_sessions(a: SessionArgs) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(a.common.timeout_secs);
+    let http = reqwest::Client::builder()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(a.common.connections)
+        .timeout(timeout)
+        .build()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..a.common.connections {
+        let (http, url, token, next, count) = (
+            http.clone(),
+            a.url.clone(),
+            a.token.clone(),
+            next.clone(),
+            a.count,
+        );
+        tasks.spawn(async move {
+            let mut got = Vec::new();
+            let mut failed = 0u64;
+            let mut problem = None;
+            while next.fetch_add(1, Relaxed) < count {
+                match open_session(&http, &url, token.as_deref()).await {
+                    Ok(s) => got.push(s),
+                    Err(e) => {
+                        failed += 1;
+                        problem.get_or_insert(format!("{e:#}"));
+                    }
+                }
+            }
+            (got, failed, problem)
+        });
+    }
+    let mut sessions = Vec::with_capacity(a.count);
+    let mut failed = 0;
+    let mut problem: Option<String> = None;
+    while let Some(r) = tasks.join_next().await {
+        let (g, f, p) = r?;
+        sessions.extend(g);
+        failed += f;
+        if problem.is_none() {
+            problem = p;
+        }
+    }
+    let open_secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"phase": "ready", "opened": sessions.len(), "failed": failed,
+               "open_s": open_secs, "first_problem": problem})
+    );
+    let mut line = String::new();
+    let _ = tokio::io::BufReader::new(tokio::io::stdin())
+        .read_line(&mut line)
+        .await;
+    // Are the sessions still alive? Call a tool on an evenly spread sample.
+    let step = (sessions.len() / a.check.max(1)).max(1);
+    let mut alive = 0u64;
+    let mut checked = 0u64;
+    let mut check_problem = None;
+    for (i, sid) in sessions.iter().step_by(step).take(a.check).enumerate() {
+        checked += 1;
+        let id = 1_000_000 + i as u64;
+        let r = mcp_request(
+            &http,
+            &a.url,
+            a.token.as_deref(),
+            Some(sid),
+            call_body(id, "process_data"),
+        )
+        .send()
+        .await;
+        match r {
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                if status == 200 && answers(&text, id, false) {
+                    alive += 1;
+                } else {
+                    check_problem.get_or_insert(format!(
+                        "HTTP {status}: {}",
+                        text.chars().take(200).collect::<String>()
+                    ));
+                }
+            }
+            Err(e) => {
+                check_problem.get_or_insert(format!("{e}"));
+            }
+        }
+    }
+    let v = json!({"phase": "done", "opened": sessions.len(), "failed": failed, "open_s": open_secs,
+                   "checked": checked, "alive": alive, "first_problem": problem,
+                   "check_problem": check_problem});
+    emit(&a.common.out, &v)
+}
+
+fn pkce() -> (String, String) {
+    let verifier = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+async fn run_codes(a: CodeArgs) -> anyhow::Result<()> {
+    let base = a.base.trim_end_matches('/').to_owned();
+    let reg: Value = reqwest::Client::new()
+        .post(format!("{base}/register"))
+        .json(&json!({"client_name": "bench", "redirect_uris": [REDIRECT],
+                      "token_endpoint_auth_method": "none"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let client_id = reg["client_id"]
+        .as_str()
+        .context("no client_id in the registration")?
+        .to_owned();
+    let resource = format!("{base}/mcp");
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..a.common.connections {
+        let (base, client_id, resource, next, count, user) = (
+            base.clone(),
+            client_id.clone(),
+            resource.clone(),
+            next.clone(),
+            a.count,
+            a.user.clone(),
+        );
+        tasks.spawn(async move {
+            let person = Person {
+                user,
+                approve: true,
+                remember: false,
+            };
+            let mut out = Vec::new();
+            let mut failed = 0u64;
+            let mut problem = None;
+            while next.fetch_add(1, Relaxed) < count {
+                let mut browser = Browser::new();
+                let (verifier, challenge) = pkce();
+                let mut url = url::Url::parse(&format!("{base}/authorize")).expect("base URL");
+                url.query_pairs_mut()
+                    .append_pair("response_type", "code")
+                    .append_pair("client_id", &client_id)
+                    .append_pair("redirect_uri", REDIRECT)
+                    .append_pair("state", "bench")
+                    .append_pair("code_challenge", &challenge)
+                    .append_pair("code_challenge_method", "S256")
+                    .append_pair("scope", "openid profile email")
+                    .append_pair("resource", &resource);
+                match browser.sign_in(url.as_str(), REDIRECT, &person).await {
+                    Ok(back) => match back.params.get("code") {
+                        Some(code) => out.push(json!({"code": code, "verifier": verifier})),
+                        None => {
+                            failed += 1;
+                            problem.get_or_insert(format!("no code in {}", back.url));
+                        }
+                    },
+                    Err(e) => {
+                        failed += 1;
+                        problem.get_or_insert(e.to_string());
+                    }
+                }
+            }
+            (out, failed, problem)
+        });
+    }
+    let mut lines = vec![
+        json!({"client_id": client_id, "resource": resource, "redirect_uri": REDIRECT}).to_string(),
+    ];
+    let mut failed = 0;
+    let mut problem: Option<String> = None;
+    while let Some(r) = tasks.join_next().await {
+        let (o, f, p) = r?;
+        lines.extend(o.iter().map(Value::to_string));
+        failed += f;
+        if problem.is_none() {
+            problem = p;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    std::fs::write(&a.codes_out, lines.join("\n") + "\n")?;
+    let made = lines.len() - 1;
+    emit(
+        &a.common.out,
+        &json!({"mode": "codes", "codes": made, "failed": failed, "secs": secs,
+                "per_s": made as f64 / secs, "first_problem": problem}),
+    )
+}
+
+async fn token_post(
+    http: &reqwest::Client,
+    url: &str,
+    form: &[(&str, &str)],
+) -> Result<(u16, Value), reqwest::Error> {
+    let r = http.post(url).form(form).send().await?;
+    let status = r.status().as_u16();
+    let v = r.json::<Value>().await.unwrap_or(Value::Null);
+    Ok((status, v))
+}
+
+async fn run_exchange(a: ExchangeArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&a.codes)?;
+    let mut lines = text.lines();
+    let head: Value = serde_json::from_str(lines.next().context("empty codes file")?)?;
+    let codes: Vec<Value> = lines.map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let codes = Arc::new(codes);
+    let client_id = head["client_id"].as_str().unwrap_or_default().to_owned();
+    let resource = head["resource"].as_str().unwrap_or_default().to_owned();
+    let redirect = head["redirect_uri"].as_str().unwrap_or(REDIRECT).to_owned();
+    let url = format!("{}/token", a.base.trim_end_matches('/'));
+    let timeout = Duration::from_secs(a.common.timeout_secs);
+    let next = Arc::new(AtomicUsize::new(0));
+    let n = a.common.connections;
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        clients.push(client(timeout)?);
+    }
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for http in clients {
+        let (codes, next, url, client_id, resource, redirect) = (
+            codes.clone(),
+            next.clone(),
+            url.clone(),
+            client_id.clone(),
+            resource.clone(),
+            redirect.clone(),
+        );
+        tasks.spawn(async move {
+            let mut t = Tally::default();
+            let mut refresh = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Relaxed);
+                let Some(c) = codes.get(i) else { break };
+                let code = c["code"].as_str().unwrap_or_default();
+                let verifier = c["verifier"].as_str().unwrap_or_default();
+                let s = Instant::now();
+                let r = token_post(
+                    &http,
+                    &url,
+                    &[
+                        ("grant_type", "authorization_code"),
+                        ("code", code),
+                        ("redirect_uri", &redirect),
+                        ("client_id", &client_id),
+                        ("code_verifier", verifier),
+                        ("resource", &resource),
+                    ],
+                )
+                .await;
+                let us = s.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                match r {
+                    Ok((status, v)) => {
+                        *t.codes.entry(status).or_default() += 1;
+                        t.lat_us.push(us);
+                        match (
+                            status,
+                            v["access_token"].as_str(),
+                            v["refresh_token"].as_str(),
+                        ) {
+                            (200, Some(_), Some(rt)) => {
+                                t.ok += 1;
+                                refresh.push(rt.to_owned());
+                            }
+                            _ => {
+                                if status == 200 {
+                                    t.bad += 1;
+                                }
+                                t.problem(format!("HTTP {status}: {v}"));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        t.errors += 1;
+                        t.problem(format!("transport: {e}"));
+                    }
+                }
+            }
+            (t, refresh)
+        });
+    }
+    let mut total = Tally::default();
+    let mut refresh = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (t, rt) = r?;
+        total.merge(t);
+        refresh.extend(rt);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    if let Some(p) = &a.refresh_out {
+        let mut text = client_id.clone() + "\n";
+        text += &(refresh.join("\n") + "\n");
+        std::fs::write(p, text)?;
+    }
+    let mut v = total.report("exchange", n, secs);
+    v["codes"] = json!(codes.len());
+    emit(&a.common.out, &v)
+}
+
+async fn run_refresh(a: RefreshArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&a.seeds)?;
+    let mut lines = text.lines().filter(|l| !l.is_empty());
+    let client_id = lines.next().context("empty seeds file")?.to_owned();
+    let seeds: Vec<String> = lines.map(str::to_owned).collect();
+    let n = a.common.connections;
+    if seeds.len() < n {
+        bail!("{} refresh tokens for {n} chains", seeds.len());
+    }
+    let url = format!("{}/token", a.base.trim_end_matches('/'));
+    let timeout = Duration::from_secs(a.common.timeout_secs);
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        clients.push(client(timeout)?);
+    }
+    let start = Instant::now() + Duration::from_millis(50);
+    let window_start = start + Duration::from_secs_f64(a.warmup_secs);
+    let deadline = window_start + Duration::from_secs_f64(a.duration_secs);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (http, seed) in clients.into_iter().zip(seeds) {
+        let (url, client_id) = (url.clone(), client_id.clone());
+        tasks.spawn(async move {
+            let mut t = Tally::default();
+            let mut current = seed;
+            let mut chain = 0u64;
+            tokio::time::sleep_until(start.into()).await;
+            loop {
+                let s = Instant::now();
+                if s >= deadline {
+                    break;
+                }
+                let measured = s >= window_start;
+                let r = token_post(
+                    &http,
+                    &url,
+                    &[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", &current),
+                        ("client_id", &client_id),
+                    ],
+                )
+                .await;
+                let us = s.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                let next = match &r {
+                    Ok((200, v)) => v["refresh_token"].as_str().map(str::to_owned),
+                    _ => None,
+                };
+                if measured {
+                    match &r {
+                        Ok((status, v)) => {
+                            *t.codes.entry(*status).or_default() += 1;
+                            t.lat_us.push(us);
+                            if next.is_some() && v["access_token"].is_string() {
+                                t.ok += 1;
+                            } else {
+                                if *status == 200 {
+                                    t.bad += 1;
+                                }
+                                t.problem(format!("HTTP {status} after {chain} rotations: {v}"));
+                            }
+                        }
+                        Err(e) => {
+                            t.errors += 1;
+                            t.problem(format!("transport: {e}"));
+                        }
+                    }
+                }
+                match next {
+                    Some(rt) if rt != current => {
+                        current = rt;
+                        chain += 1;
+                    }
+                    _ => {
+                        t.problem(format!("chain broken after {chain} rotations"));
+                        break;
+                    }
+                }
+            }
+            t
+        });
+    }
+    let mut total = Tally::default();
+    while let Some(t) = tasks.join_next().await {
+        total.merge(t?);
+    }
+    let measured = deadline
+        .saturating_duration_since(window_start)
+        .as_secs_f64();
+    emit(&a.common.out, &total.report("refresh", n, measured))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Mcp(a) => run_mcp(a).await,
+        Cmd::Sessions(a) => run_sessions(a).await,
+        Cmd::Codes(a) => run_codes(a).await,
+        Cmd::Exchange(a) => run_exchange(a).await,
+        Cmd::Refresh(a) => run_refresh(a).await,
+    }
+}
