@@ -1106,3 +1106,73 @@ async fn a_plain_oauth_provider_like_github_works_through_explicit_endpoints() {
     assert_eq!(me["name"], "The Octocat");
     assert_eq!(me["email"], "octocat@github.example");
 }
+
+#[tokio::test]
+async fn remembered_consent_skips_the_page_for_the_same_user_and_client_only() {
+    let idp = start_idp().await;
+    let port = free_port();
+    let mut settings = proxy_settings(&idp.issuer(), port, None);
+    settings.remember_consent = Some(true);
+    let (base, server) = serve(settings).await;
+    let s = Stack {
+        idp_issuer: idp.issuer(),
+        _idp: Some(idp),
+        mcp: format!("{base}/mcp"),
+        base,
+        server: Some(server),
+    };
+    let client = register(&s.base, json!({})).await;
+    let id = client["client_id"].as_str().unwrap().to_owned();
+    let consent_posts = |b: &Browser| b.visited.iter().filter(|u| u.ends_with("/consent")).count();
+
+    let mut browser = Browser::new();
+    let remember = Person {
+        user: "testuser".into(),
+        approve: true,
+        remember: true,
+    };
+    let p = pkce();
+    browser
+        .sign_in(&authorize_url(&s.base, &id, &p, &[]), REDIRECT, &remember)
+        .await
+        .unwrap();
+    assert_eq!(consent_posts(&browser), 1);
+
+    // Same browser, same client: straight to the provider.
+    let p = pkce();
+    let back = browser
+        .sign_in(&authorize_url(&s.base, &id, &p, &[]), REDIRECT, &person())
+        .await
+        .unwrap();
+    assert_eq!(consent_posts(&browser), 1, "no second consent");
+    let (status, _) = exchange(&s, &id, &back.params["code"], &p).await;
+    assert_eq!(status, 200);
+
+    // Another client in the same browser still needs consent.
+    let other = register(&s.base, json!({})).await;
+    let p = pkce();
+    browser
+        .sign_in(
+            &authorize_url(&s.base, other["client_id"].as_str().unwrap(), &p, &[]),
+            REDIRECT,
+            &person(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(consent_posts(&browser), 2);
+
+    // Wider scopes than remembered need consent again.
+    let p = pkce();
+    browser
+        .sign_in(
+            &authorize_url(&s.base, &id, &p, &[]).replace(
+                "scope=openid+profile+email",
+                "scope=openid+profile+email+mcp%3Awrite",
+            ),
+            REDIRECT,
+            &person(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(consent_posts(&browser), 3);
+}
