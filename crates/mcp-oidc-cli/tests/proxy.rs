@@ -1176,3 +1176,45 @@ async fn remembered_consent_skips_the_page_for_the_same_user_and_client_only() {
         .unwrap();
     assert_eq!(consent_posts(&browser), 3);
 }
+
+#[tokio::test]
+async fn upstream_tokens_are_refreshed_before_tools_use_them() {
+    // Upstream access tokens that live one second: by the time a tool needs one, the
+    // proxy must have refreshed it with the upstream refresh token.
+    let claims = json!({"email": "testuser@example.com", "name": "Test User"});
+    let idp = MockProvider::new(MockConfig {
+        users: vec![("testuser".into(), claims.as_object().unwrap().clone())],
+        token_max_age: Duration::from_secs(1),
+        ..MockConfig::default()
+    })
+    .unwrap()
+    .spawn("127.0.0.1:0")
+    .await
+    .unwrap();
+    let (base, server) = serve(proxy_settings(&idp.issuer(), free_port(), None)).await;
+    let s = Stack {
+        idp_issuer: idp.issuer(),
+        _idp: Some(idp),
+        mcp: format!("{base}/mcp"),
+        base,
+        server: Some(server),
+    };
+    let (client_id, code, p) = code_for(&s).await;
+    let (_, tokens) = exchange(&s, &client_id, &code, &p).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(s.mcp.clone())
+            .auth_header(tokens["access_token"].as_str().unwrap().to_owned()),
+    );
+    let client = ClientConfig::default().serve(transport).await.unwrap();
+    let result = client
+        .call_tool(CallToolRequestParams::new("upstream_profile"))
+        .await
+        .unwrap();
+    let text = &result.content[0].as_text().unwrap().text;
+    assert_ne!(result.is_error, Some(true), "{text}");
+    let upstream: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(upstream["sub"], "testuser");
+    let _ = client.cancel().await;
+}
