@@ -52,3 +52,12 @@ pub fn check_claims(claims: &JsonObject) -> Result<(), InvalidToken> {
         None => Err(InvalidToken::Unrecognized),
     }
 }
+
+/// Validates an RFC 7591 registration request body as the proxy's `/register` does (with
+/// the default redirect-URI policy). `Ok` with the accepted redirect URIs, or the OAuth
+/// error code.
+pub fn registration_request(body: &[u8]) -> Result<usize, &'static str> {
+    crate::proxy::endpoints::parse_registration(&crate::proxy::RedirectPolicy::default(), body)
+        .map(|r| r.redirect_uri_count())
+        .map_err(|e| e.code())
+}

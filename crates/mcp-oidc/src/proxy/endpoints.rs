@@ -95,7 +95,7 @@ pub(super) fn router(inner: Shared) -> Router {
 // Errors
 
 /// An RFC 6749 §5.2 error from the token, registration or revocation endpoint.
-struct OAuthError {
+pub(crate) struct OAuthError {
     status: StatusCode,
     code: &'static str,
     description: String,
@@ -103,6 +103,11 @@ struct OAuthError {
 }
 
 impl OAuthError {
+    /// The RFC 6749 / RFC 7591 error code.
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
+    }
+
     fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
         Self {
             status,
@@ -378,7 +383,28 @@ async fn register(State(inner): State<Shared>, body: axum::body::Bytes) -> Respo
     }
 }
 
-async fn register_client(inner: &Inner, body: &[u8]) -> Result<Response, OAuthError> {
+/// A validated RFC 7591 registration request.
+pub(crate) struct Registration {
+    redirect_uris: Vec<String>,
+    method: String,
+    grant_types: Vec<String>,
+    client_name: Option<String>,
+    client_uri: Option<String>,
+    scope: Option<String>,
+}
+
+impl Registration {
+    /// How many redirect URIs were accepted.
+    pub(crate) fn redirect_uri_count(&self) -> usize {
+        self.redirect_uris.len()
+    }
+}
+
+/// Validates a registration request body. No side effects, so it can be fuzzed alone.
+pub(crate) fn parse_registration(
+    policy: &super::RedirectPolicy,
+    body: &[u8],
+) -> Result<Registration, OAuthError> {
     if body.len() > MAX_FORM_BYTES {
         return Err(OAuthError::bad(
             "invalid_client_metadata",
@@ -418,9 +444,7 @@ async fn register_client(inner: &Inner, body: &[u8]) -> Result<Response, OAuthEr
         }
     };
     for uri in &redirect_uris {
-        inner
-            .config
-            .redirect_policy
+        policy
             .check_registration(uri)
             .map_err(|e| OAuthError::bad("invalid_redirect_uri", e.to_string()))?;
     }
@@ -469,6 +493,25 @@ async fn register_client(inner: &Inner, body: &[u8]) -> Result<Response, OAuthEr
     let client_name = text("client_name", 200)?;
     let client_uri = text("client_uri", 2048)?;
     let scope = text("scope", 1024)?;
+    Ok(Registration {
+        redirect_uris,
+        method,
+        grant_types,
+        client_name,
+        client_uri,
+        scope,
+    })
+}
+
+async fn register_client(inner: &Inner, body: &[u8]) -> Result<Response, OAuthError> {
+    let Registration {
+        redirect_uris,
+        method,
+        grant_types,
+        client_name,
+        client_uri,
+        scope,
+    } = parse_registration(&inner.config.redirect_policy, body)?;
     let client_id = random_token(18);
     let secret = (method != "none").then(|| random_token(32));
     let record = ClientRecord {

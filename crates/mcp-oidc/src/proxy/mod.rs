@@ -12,7 +12,7 @@
 
 pub mod cimd;
 pub(crate) mod crypto;
-mod endpoints;
+pub(crate) mod endpoints;
 mod pages;
 pub mod presets;
 mod records;
