@@ -165,6 +165,16 @@ impl IntoResponse for OAuthError {
     }
 }
 
+/// The page shown when the store fails during a person's sign-in.
+fn storage_page(e: &StoreError) -> Response {
+    tracing::error!(error = %e, "proxy storage failure");
+    error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        "Storage is unavailable; try again.",
+    )
+}
+
 /// Redirects to the client with an authorization error (RFC 6749 §4.1.2.1), `iss` included
 /// (RFC 9207). Only used once the redirect URI is known to be the client's.
 fn redirect_error(
@@ -366,14 +376,7 @@ async fn find_client(inner: &Inner, client_id: &str) -> Result<Option<ClientReco
     }
     records::load(inner.store.as_ref(), Namespace::Clients, client_id)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "proxy storage failure");
-            error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Temporarily unavailable",
-                "Storage is unavailable; try again.",
-            )
-        })
+        .map_err(|e| storage_page(&e))
 }
 
 async fn register(State(inner): State<Shared>, body: axum::body::Bytes) -> Response {
@@ -820,12 +823,7 @@ async fn authorize(
     )
     .await
     {
-        tracing::error!(error = %e, "proxy storage failure");
-        return error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Temporarily unavailable",
-            "Storage is unavailable; try again.",
-        );
+        return storage_page(&e);
     }
     let host = url::Url::parse(&redirect_uri)
         .ok()
@@ -885,12 +883,7 @@ async fn consent(
         match records::take(inner.store.as_ref(), Namespace::Transactions, txn_id).await {
             Ok(t) => t,
             Err(e) => {
-                tracing::error!(error = %e, "proxy storage failure");
-                return error_page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Temporarily unavailable",
-                    "Storage is unavailable; try again.",
-                );
+                return storage_page(&e);
             }
         };
     let Some(mut tx) = tx else {
@@ -941,12 +934,7 @@ async fn start_upstream(inner: &Inner, mut tx: Transaction) -> Response {
     )
     .await
     {
-        tracing::error!(error = %e, "proxy storage failure");
-        return error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Temporarily unavailable",
-            "Storage is unavailable; try again.",
-        );
+        return storage_page(&e);
     }
     let callback = format!("{}/auth/callback", inner.config.issuer);
     match inner
@@ -999,12 +987,7 @@ async fn callback(
         match records::take(inner.store.as_ref(), Namespace::Transactions, &hash(state)).await {
             Ok(t) => t,
             Err(e) => {
-                tracing::error!(error = %e, "proxy storage failure");
-                return error_page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Temporarily unavailable",
-                    "Storage is unavailable; try again.",
-                );
+                return storage_page(&e);
             }
         };
     let Some(tx) = tx.filter(|t| t.upstream_verifier.is_some()) else {
