@@ -57,6 +57,7 @@ pub struct McpOidc {
     allow_loopback: bool,
     request_timeout: Duration,
     max_body_bytes: usize,
+    refusal_log_per_second: u64,
     cancel: CancellationToken,
     auth_enabled: bool,
     extra_routes: Option<Router>,
@@ -88,6 +89,7 @@ impl McpOidc {
             allow_loopback,
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 4 * 1024 * 1024,
+            refusal_log_per_second: LayerSettings::default().refusal_log_per_second,
             cancel: CancellationToken::new(),
             auth_enabled: true,
             extra_routes: None,
@@ -104,6 +106,13 @@ impl McpOidc {
     /// The verified-token cache ([`TokenCache::disabled`] to verify every request).
     pub fn token_cache(mut self, cache: TokenCache) -> Self {
         self.cache = cache;
+        self
+    }
+
+    /// How many refusals per second are logged in full (default 20); the rest are counted
+    /// in a summary line. See [`LayerSettings::refusal_log_per_second`].
+    pub fn refusal_log_per_second(mut self, lines: u64) -> Self {
+        self.refusal_log_per_second = lines;
         self
     }
 
@@ -239,6 +248,7 @@ impl McpOidc {
                 tool_policies: self.policies,
                 sessions: self.stateful.then(SessionBindings::default),
                 max_body_bytes: self.max_body_bytes,
+                refusal_log_per_second: self.refusal_log_per_second,
             };
             mcp.layer(BearerAuthLayer::new(
                 self.verifier,

@@ -15,9 +15,8 @@
 
 mod common;
 
-use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderValue, StatusCode};
@@ -85,53 +84,7 @@ impl Tally {
     }
 }
 
-/// The log lines written while a test runs. The subscriber is installed as the thread's
-/// default; `#[tokio::test]` runs on a current-thread runtime, so the server, the verifier's
-/// key refresher and the client all log into it.
-struct CapturedLog {
-    buffer: Arc<Mutex<Vec<u8>>>,
-    _guard: tracing::subscriber::DefaultGuard,
-}
-
-struct BufferWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for BufferWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut b) = self.0.lock() {
-            b.extend_from_slice(bytes);
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 impl CapturedLog {
-    fn start() -> Self {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        // Everything the library and rmcp say at any level, and the HTTP stack's info and up:
-        // a token must not leak through a debug line either.
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "info,mcp_oidc=trace,rmcp=trace",
-            ))
-            .with_ansi(false)
-            .with_writer(move || BufferWriter(sink.clone()))
-            .finish();
-        Self {
-            buffer,
-            _guard: tracing::subscriber::set_default(subscriber),
-        }
-    }
-
-    fn text(&self) -> String {
-        let bytes = self.buffer.lock().map(|b| b.clone()).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-
     /// Asserts that every refusal reason in `reasons` was logged on a "bearer token refused"
     /// line, and that none of `secrets` (whole tokens and their signatures) appears anywhere.
     fn assert_refusals_logged_without_secrets(&self, reasons: &[String], secrets: &[String]) {
@@ -194,7 +147,11 @@ fn verifier_for(issuer: &str, audience: &str) -> JwtVerifier {
 async fn setup() -> (TestIssuer, Served) {
     let issuer = TestIssuer::start().await;
     let url = issuer.url.clone();
-    let served = serve_probe(|r| Arc::new(verifier_for(&url, r.resource())), |s| s).await;
+    let served = serve_probe(
+        |r| Arc::new(verifier_for(&url, r.resource())),
+        |s| s.refusal_log_per_second(u64::MAX),
+    )
+    .await;
     (issuer, served)
 }
 
@@ -1225,8 +1182,16 @@ async fn a_token_for_another_resource_of_the_same_issuer_is_refused_there_and_ac
     let log = CapturedLog::start();
     let issuer = TestIssuer::start().await;
     let url = issuer.url.clone();
-    let first = serve_probe(|r| Arc::new(verifier_for(&url, r.resource())), |s| s).await;
-    let second = serve_probe(|r| Arc::new(verifier_for(&url, r.resource())), |s| s).await;
+    let first = serve_probe(
+        |r| Arc::new(verifier_for(&url, r.resource())),
+        |s| s.refusal_log_per_second(u64::MAX),
+    )
+    .await;
+    let second = serve_probe(
+        |r| Arc::new(verifier_for(&url, r.resource())),
+        |s| s.refusal_log_per_second(u64::MAX),
+    )
+    .await;
     let for_second = issuer.rs256(&issuer.claims("alice", &second.mcp_url));
 
     let cases = vec![case(
@@ -1249,4 +1214,76 @@ async fn a_token_for_another_resource_of_the_same_issuer_is_refused_there_and_ac
     assert_eq!(first.calls.load(Ordering::SeqCst), 0);
     log.assert_refusals_logged_without_secrets(&reasons(&cases), &secrets(&cases));
     tally.print("cross-resource");
+}
+
+/// Counts the verifications that reach the real verifier behind it.
+struct Counting {
+    inner: JwtVerifier,
+    calls: Arc<AtomicUsize>,
+}
+
+impl mcp_oidc::token::TokenVerifier for Counting {
+    fn verify<'a>(
+        &'a self,
+        token: &'a mcp_oidc::types::BearerToken,
+    ) -> mcp_oidc::token::VerifyFuture<'a> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.verify(token)
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_bad_token_is_refused_from_the_cache_and_a_rotatable_refusal_is_not_cached() {
+    let issuer = TestIssuer::start().await;
+    let url = issuer.url.clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let served = serve_probe(
+        move |r| {
+            Arc::new(Counting {
+                inner: verifier_for(&url, r.resource()),
+                calls: counter,
+            })
+        },
+        |s| s,
+    )
+    .await;
+    let good = issuer.claims("alice", &served.mcp_url);
+    let bad_signature = corrupt_signature(&issuer.rs256(&good));
+    let mut expired_claims = good.clone();
+    expired_claims["exp"] = json!(now() - 3600);
+    let expired = issuer.rs256(&expired_claims);
+    let unknown_kid = jws(
+        &json!({"alg": "RS256", "typ": "at+jwt", "kid": "never-published"}),
+        &good,
+        |i| issuer.rsa.sign(i),
+    );
+
+    let cases = [
+        (&bad_signature, "the token signature is invalid", 1),
+        (&expired, "the token has expired", 1),
+        // A new key may be published under this kid at any time: checked every time.
+        (&unknown_kid, "the token was signed with an unknown key", 3),
+    ];
+    for (token, description, verifications) in cases {
+        calls.store(0, Ordering::SeqCst);
+        for _ in 0..3 {
+            let r = send(&served.mcp_url, &[format!("Bearer {token}").into_bytes()]).await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+            let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+            assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["error_description"], description);
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            verifications,
+            "verifications for: {description}"
+        );
+    }
+    assert_eq!(served.calls.load(Ordering::SeqCst), 0);
+    // The cached refusals did not poison anything: the valid token still works.
+    let valid = issuer.rs256(&good);
+    let r = send(&served.mcp_url, &[format!("Bearer {valid}").into_bytes()]).await;
+    assert_eq!(r.status(), StatusCode::OK);
 }

@@ -14,11 +14,12 @@ use serde::Deserialize;
 use tower::{Layer, Service};
 
 use super::challenge::error_response;
+use super::refusal_log::RefusalLog;
 use super::{ProtectedResource, SessionBindings};
 use crate::error::{AuthError, VerifyError};
 use crate::mcp::{Decision, ToolPolicies};
 use crate::token::{AccessToken, TokenCache, TokenVerifier};
-use crate::types::BearerToken;
+use crate::types::{BearerToken, TokenFingerprint};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -33,6 +34,10 @@ pub struct LayerSettings {
     pub sessions: Option<SessionBindings>,
     /// Largest request body read when a tool rule has to be checked.
     pub max_body_bytes: usize,
+    /// How many refusals per second are logged in full (default 20). Beyond that they are
+    /// counted and summed up in one line, so a flood of bad requests cannot flood the log
+    /// or spend the server's time on formatting it.
+    pub refusal_log_per_second: u64,
 }
 
 impl Default for LayerSettings {
@@ -42,6 +47,7 @@ impl Default for LayerSettings {
             tool_policies: ToolPolicies::default(),
             sessions: Some(SessionBindings::default()),
             max_body_bytes: 4 * 1024 * 1024,
+            refusal_log_per_second: 20,
         }
     }
 }
@@ -50,6 +56,7 @@ struct Shared {
     verifier: Arc<dyn TokenVerifier>,
     resource: Arc<ProtectedResource>,
     settings: LayerSettings,
+    refusals: RefusalLog,
 }
 
 /// A tower [`Layer`] that admits only requests with a valid bearer token for this resource.
@@ -92,6 +99,7 @@ impl BearerAuthLayer {
             shared: Arc::new(Shared {
                 verifier,
                 resource: Arc::new(resource),
+                refusals: RefusalLog::new(settings.refusal_log_per_second),
                 settings,
             }),
         }
@@ -186,26 +194,31 @@ async fn authorize(
         return Ok((Request::from_parts(parts, body), None));
     }
     if query_has_token(parts.uri.query()) {
-        log_refusal("access token in the query string", None);
+        log_refusal(shared, &"access token in the query string", None);
         return Err(AuthError::InvalidRequest(
             "access tokens in the URL are not accepted; send them in the Authorization header",
         ));
     }
     let token = bearer_token(&parts.headers).inspect_err(|e| {
         if !matches!(e, AuthError::MissingToken) {
-            log_refusal(&e.to_string(), None);
+            log_refusal(shared, e, None);
         }
     })?;
     let fingerprint = token.fingerprint();
     let access = match shared.settings.cache.get(&fingerprint) {
-        Some(hit) => hit,
+        Some(Ok(hit)) => hit,
+        Some(Err(reason)) => {
+            log_refusal(shared, &reason, Some(&fingerprint));
+            return Err(AuthError::InvalidToken(reason));
+        }
         None => match shared.verifier.verify(&token).await {
             Ok(access) => {
                 shared.settings.cache.insert(fingerprint, access.clone());
                 access
             }
             Err(VerifyError::Invalid(reason)) => {
-                log_refusal(&reason.to_string(), Some(&token));
+                log_refusal(shared, &reason, Some(&fingerprint));
+                shared.settings.cache.insert_refusal(fingerprint, &reason);
                 return Err(AuthError::InvalidToken(reason));
             }
             Err(VerifyError::Unavailable(u)) => {
@@ -234,7 +247,9 @@ async fn authorize(
         match parts.headers.get(SESSION_HEADER).map(|v| v.to_str()) {
             Some(Ok(id)) => {
                 if !sessions.allows(id, &principal) {
-                    tracing::info!(target: "mcp_oidc::auth", subject = %access.subject(), "session not bound to this caller; answering 404");
+                    if shared.refusals.take() {
+                        tracing::info!(target: "mcp_oidc::auth", subject = %access.subject(), "session not bound to this caller; answering 404");
+                    }
                     return Err(AuthError::SessionNotFound);
                 }
             }
@@ -250,7 +265,7 @@ async fn authorize(
             .await
             .map_err(|_| AuthError::PayloadTooLarge)?;
         for tool in called_tools(&bytes) {
-            check_tool(&shared.settings.tool_policies, &tool, &access)?;
+            check_tool(shared, &tool, &access)?;
         }
         Body::from(bytes)
     };
@@ -259,11 +274,13 @@ async fn authorize(
     Ok((Request::from_parts(parts, body), session_to_bind))
 }
 
-fn check_tool(policies: &ToolPolicies, tool: &str, access: &AccessToken) -> Result<(), AuthError> {
-    match policies.decide(tool, access) {
+fn check_tool(shared: &Shared, tool: &str, access: &AccessToken) -> Result<(), AuthError> {
+    match shared.settings.tool_policies.decide(tool, access) {
         Decision::Allow => Ok(()),
         Decision::NeedScopes { scope, missing } => {
-            tracing::info!(target: "mcp_oidc::auth", tool, missing = %missing.to_space_separated(), subject = %access.subject(), "tool call needs more scope; answering 403");
+            if shared.refusals.take() {
+                tracing::info!(target: "mcp_oidc::auth", tool, missing = %missing.to_space_separated(), subject = %access.subject(), "tool call needs more scope; answering 403");
+            }
             Err(AuthError::InsufficientScope {
                 scope,
                 description: format!(
@@ -274,7 +291,9 @@ fn check_tool(policies: &ToolPolicies, tool: &str, access: &AccessToken) -> Resu
             })
         }
         Decision::Forbidden(why) => {
-            tracing::info!(target: "mcp_oidc::auth", tool, subject = %access.subject(), "tool call refused by its claim rule; answering 403");
+            if shared.refusals.take() {
+                tracing::info!(target: "mcp_oidc::auth", tool, subject = %access.subject(), "tool call refused by its claim rule; answering 403");
+            }
             Err(AuthError::InsufficientScope {
                 scope: access.scopes().clone(),
                 description: format!(
@@ -286,12 +305,20 @@ fn check_tool(policies: &ToolPolicies, tool: &str, access: &AccessToken) -> Resu
     }
 }
 
-fn log_refusal(reason: &str, token: Option<&BearerToken>) {
+/// Logs a refusal within the layer's log budget, naming the token only by a short digest.
+fn log_refusal(shared: &Shared, reason: &dyn std::fmt::Display, token: Option<&TokenFingerprint>) {
+    if !shared.refusals.take() {
+        return;
+    }
+    // As a string field so that the log quotes it.
+    let reason = reason.to_string();
     match token {
         Some(t) => {
-            tracing::info!(target: "mcp_oidc::auth", reason, token = %t.fingerprint().short(), "bearer token refused")
+            tracing::info!(target: "mcp_oidc::auth", reason = reason.as_str(), token = %t.short(), "bearer token refused")
         }
-        None => tracing::info!(target: "mcp_oidc::auth", reason, "request refused"),
+        None => {
+            tracing::info!(target: "mcp_oidc::auth", reason = reason.as_str(), "request refused")
+        }
     }
 }
 

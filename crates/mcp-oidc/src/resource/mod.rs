@@ -12,6 +12,7 @@
 pub mod challenge;
 mod layer;
 mod metadata;
+mod refusal_log;
 mod resource_url;
 mod session;
 

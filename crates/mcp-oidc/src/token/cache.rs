@@ -1,21 +1,38 @@
 //! The verified-token cache: a hit costs a SHA-256 and a hash lookup instead of a signature
-//! check or a round trip to the provider.
+//! check or a round trip to the provider. Refusals that cannot turn into acceptances are
+//! remembered too, so a client (or an attacker) repeating one bad token is answered without
+//! another signature check.
 
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 
 use super::{AccessToken, TokenSource, unix_now};
+use crate::error::InvalidToken;
 use crate::types::TokenFingerprint;
+
+/// How long a refusal is remembered. Short, because the reasons cached are final for the
+/// token itself, but a key set or a configuration can change under it.
+const REFUSAL_TTL: Duration = Duration::from_secs(30);
 
 /// Caches verified tokens by the SHA-256 of the token, never past the token's `exp`.
 ///
-/// Bounded in entries, so a flood of distinct valid tokens cannot grow memory without
-/// bound. Opaque-token results (introspection, userinfo) live only `opaque_ttl`, so a
-/// revocation at the provider takes effect within that time.
+/// Bounded in entries, so a flood of distinct tokens cannot grow memory without bound.
+/// Opaque-token results (introspection, userinfo) live only `opaque_ttl`, so a revocation
+/// at the provider takes effect within that time.
+///
+/// Refusals are cached for 30 seconds when they are final for that token (bad signature,
+/// expired, wrong issuer or audience, malformed...). Refusals that time or a key rotation
+/// can undo (an unknown `kid`, `nbf` or `iat` in the future) are never cached.
 #[derive(Clone)]
 pub struct TokenCache {
-    cache: Option<moka::sync::Cache<TokenFingerprint, AccessToken>>,
+    cache: Option<moka::sync::Cache<TokenFingerprint, Entry>>,
+}
+
+#[derive(Clone)]
+enum Entry {
+    Valid(AccessToken),
+    Refused(InvalidToken),
 }
 
 struct TokenExpiry {
@@ -23,18 +40,48 @@ struct TokenExpiry {
     opaque_ttl: Duration,
 }
 
-impl Expiry<TokenFingerprint, AccessToken> for TokenExpiry {
+impl Expiry<TokenFingerprint, Entry> for TokenExpiry {
     fn expire_after_create(
         &self,
         _key: &TokenFingerprint,
-        value: &AccessToken,
+        value: &Entry,
         _created_at: Instant,
     ) -> Option<Duration> {
+        let value = match value {
+            Entry::Valid(value) => value,
+            Entry::Refused(_) => return Some(REFUSAL_TTL),
+        };
         let cap = match value.source() {
             TokenSource::Jwt | TokenSource::Static => self.jwt_ttl,
             _ => self.opaque_ttl,
         };
         Some(value.remaining_lifetime().map_or(cap, |left| left.min(cap)))
+    }
+}
+
+/// Whether a refusal stays true for the same token whatever the clock or the key set do
+/// next (within [`REFUSAL_TTL`]).
+fn is_final(reason: &InvalidToken) -> bool {
+    match reason {
+        InvalidToken::Malformed(_)
+        | InvalidToken::Encrypted
+        | InvalidToken::UnsupportedCritical
+        | InvalidToken::BadSignature
+        | InvalidToken::Expired
+        | InvalidToken::MissingClaim(_)
+        | InvalidToken::WrongIssuer
+        | InvalidToken::WrongAudience
+        | InvalidToken::WrongType
+        | InvalidToken::MissingRequiredScopes => true,
+        // A new key (rotation) or the passing of time can make these tokens valid; an
+        // opaque token's state and the allowed algorithms come from the provider, which
+        // may change its mind.
+        InvalidToken::UnknownKey
+        | InvalidToken::NotYetValid
+        | InvalidToken::IssuedInFuture
+        | InvalidToken::AlgorithmNotAllowed(_)
+        | InvalidToken::Inactive
+        | InvalidToken::Unrecognized => false,
     }
 }
 
@@ -60,20 +107,29 @@ impl TokenCache {
         Self { cache: None }
     }
 
-    /// A cached, still-unexpired token.
-    pub fn get(&self, key: &TokenFingerprint) -> Option<AccessToken> {
-        let token = self.cache.as_ref()?.get(key)?;
-        // Expiry is tracked at second granularity; re-check so no hit outlives `exp`.
-        if token.is_expired_at(unix_now()) {
-            return None;
+    /// A cached, still-unexpired token (`Ok`), or the cached reason it was refused (`Err`).
+    pub fn get(&self, key: &TokenFingerprint) -> Option<Result<AccessToken, InvalidToken>> {
+        match self.cache.as_ref()?.get(key)? {
+            // Expiry is tracked at second granularity; re-check so no hit outlives `exp`.
+            Entry::Valid(token) if token.is_expired_at(unix_now()) => None,
+            Entry::Valid(token) => Some(Ok(token)),
+            Entry::Refused(reason) => Some(Err(reason)),
         }
-        Some(token)
     }
 
     /// Remembers a verified token.
     pub fn insert(&self, key: TokenFingerprint, token: AccessToken) {
         if let Some(cache) = &self.cache {
-            cache.insert(key, token);
+            cache.insert(key, Entry::Valid(token));
+        }
+    }
+
+    /// Remembers why a token was refused, if that reason is final for the token.
+    pub fn insert_refusal(&self, key: TokenFingerprint, reason: &InvalidToken) {
+        if let Some(cache) = &self.cache
+            && is_final(reason)
+        {
+            cache.insert(key, Entry::Refused(reason.clone()));
         }
     }
 
