@@ -326,9 +326,12 @@ async fn open_session(
 
 /// True if `text` (JSON or SSE) is the JSON-RPC result of request `id` (or, with
 /// `accept_error`, its JSON-RPC error).
+/// The id may be followed by another member or end the object (servers order members
+/// differently), but must not be the prefix of a longer number.
 fn answers(text: &str, id: u64, accept_error: bool) -> bool {
-    let needle = format!("\"id\":{id},");
-    text.contains(&needle)
+    let needle = format!("\"id\":{id}");
+    text.match_indices(&needle)
+        .any(|(at, _)| matches!(text.as_bytes().get(at + needle.len()), Some(b',' | b'}')))
         && ((text.contains("\"result\"") && !text.contains("\"isError\":true"))
             || (accept_error && text.contains("\"error\"")))
 }

@@ -40,6 +40,8 @@ struct Inner {
     expires_at: Option<u64>,
     issued_at: Option<u64>,
     claims: Map<String, Value>,
+    /// Issuer and subject, computed once: stateful servers compare it on every request.
+    principal: Box<str>,
 }
 
 impl AccessToken {
@@ -82,7 +84,9 @@ impl AccessToken {
         };
         let expires_at = claims.get("exp").and_then(numeric_date);
         let issued_at = claims.get("iat").and_then(numeric_date);
+        let principal = format!("{issuer}\u{0}{subject}").into_boxed_str();
         Some(Self(Arc::new(Inner {
+            principal,
             token,
             source,
             issuer,
@@ -169,8 +173,8 @@ impl AccessToken {
     }
 
     /// A stable key for the principal: issuer and subject. Sessions are bound to it.
-    pub fn principal_key(&self) -> String {
-        format!("{}\u{0}{}", self.0.issuer, self.0.subject)
+    pub fn principal_key(&self) -> &str {
+        &self.0.principal
     }
 }
 
