@@ -244,7 +244,7 @@ async fn authorize(
         let principal = access.principal_key();
         match parts.headers.get(SESSION_HEADER).map(|v| v.to_str()) {
             Some(Ok(id)) => {
-                if !sessions.allows(id, &principal) {
+                if !sessions.allows(id, principal) {
                     if shared.refusals.take() {
                         tracing::info!(target: "mcp_oidc::auth", subject = %access.subject(), "session not bound to this caller; answering 404");
                     }
