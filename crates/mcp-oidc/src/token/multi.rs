@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
 
 use super::jwt::{decode_object, split_jws};
 use super::{TokenVerifier, VerifyFuture, looks_like_jwt};
@@ -57,11 +61,23 @@ impl MultiVerifier {
     async fn route(&self, token: &BearerToken) -> Result<super::AccessToken, VerifyError> {
         if looks_like_jwt(token.secret()) {
             let parts = split_jws(token.secret())?;
-            let claims = decode_object(parts.payload, "claims")?;
-            let iss = match claims.get("iss") {
-                Some(Value::String(s)) => s.as_str(),
-                _ => return Err(InvalidToken::MissingClaim("iss").into()),
+            let payload = URL_SAFE_NO_PAD
+                .decode(parts.payload)
+                .map_err(|_| InvalidToken::Malformed("the claims are not base64url"))?;
+            // Only `iss` is read here, to pick the verifier; that verifier then decodes the
+            // claims strictly (duplicates refused) after the signature check and compares
+            // `iss` again, so a token cannot be routed one way and verified another.
+            let iss = match serde_json::from_slice::<IssuerPeek<'_>>(&payload) {
+                Ok(IssuerPeek { iss: Some(iss) }) => iss,
+                Ok(_) => return Err(InvalidToken::MissingClaim("iss").into()),
+                Err(_) => {
+                    // Not an object, a repeated member, or an `iss` that is not a string:
+                    // the strict decoder names which.
+                    decode_object(parts.payload, "claims")?;
+                    return Err(InvalidToken::MissingClaim("iss").into());
+                }
             };
+            let iss = iss.as_ref();
             if let Some(v) = self
                 .verifiers
                 .iter()
@@ -87,6 +103,13 @@ impl MultiVerifier {
         }
         Err(last)
     }
+}
+
+/// The `iss` of a JWT payload, read without building the whole claim map.
+#[derive(Deserialize)]
+struct IssuerPeek<'a> {
+    #[serde(borrow, default)]
+    iss: Option<Cow<'a, str>>,
 }
 
 impl TokenVerifier for MultiVerifier {
