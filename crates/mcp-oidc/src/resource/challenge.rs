@@ -10,6 +10,12 @@ use super::ProtectedResource;
 use crate::error::AuthError;
 use crate::types::Scopes;
 
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
+}
+
 /// The response for `error`.
 pub fn error_response(error: &AuthError, resource: &ProtectedResource) -> Response {
     let description = error.to_string();
@@ -68,8 +74,13 @@ pub fn error_response(error: &AuthError, resource: &ProtectedResource) -> Respon
         }
         AuthError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", None),
     };
-    let body = serde_json::json!({ "error": code, "error_description": description });
-    let mut response = Response::new(Body::from(body.to_string()));
+    let body = serde_json::to_string(&ErrorBody {
+        error: code,
+        error_description: &description,
+    })
+    // Two strings always serialize; the default is unreachable.
+    .unwrap_or_default();
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -93,32 +104,45 @@ pub fn www_authenticate(
     scope: Option<&Scopes>,
     resource: &ProtectedResource,
 ) -> String {
-    let mut params: Vec<String> = Vec::with_capacity(4);
+    // Written into one buffer: refusals are the hot path of a flood of bad tokens.
+    let mut out = String::with_capacity(256);
+    out.push_str("Bearer ");
     if let Some(error) = error {
-        params.push(format!("error=\"{}\"", clean(error, is_error_char)));
+        out.push_str("error=\"");
+        push_clean(&mut out, error, is_error_char);
+        out.push_str("\", ");
     }
     if let Some(description) = description {
-        params.push(format!(
-            "error_description=\"{}\"",
-            clean(description, is_error_char)
-        ));
+        out.push_str("error_description=\"");
+        push_clean(&mut out, description, is_error_char);
+        out.push_str("\", ");
     }
     if let Some(scope) = scope.filter(|s| !s.is_empty()) {
-        let scope = scope
-            .iter()
-            .map(|s| clean(s.as_str(), is_scope_char))
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
-        if !scope.is_empty() {
-            params.push(format!("scope=\"{scope}\""));
+        let start = out.len();
+        out.push_str("scope=\"");
+        let opened = out.len();
+        for token in scope.iter() {
+            let before = out.len();
+            if before > opened {
+                out.push(' ');
+            }
+            let cleaned = out.len();
+            push_clean(&mut out, token.as_str(), is_scope_char);
+            if out.len() == cleaned {
+                // Nothing of this scope survived the cleaning: drop its separator too.
+                out.truncate(before);
+            }
+        }
+        if out.len() == opened {
+            out.truncate(start);
+        } else {
+            out.push_str("\", ");
         }
     }
-    params.push(format!(
-        "resource_metadata=\"{}\"",
-        clean(resource.metadata_url(), is_error_char)
-    ));
-    format!("Bearer {}", params.join(", "))
+    out.push_str("resource_metadata=\"");
+    push_clean(&mut out, resource.metadata_url(), is_error_char);
+    out.push('"');
+    out
 }
 
 /// RFC 6750 §3: `error` and `error_description` use %x20-21 / %x23-5B / %x5D-7E.
@@ -131,8 +155,9 @@ fn is_scope_char(c: char) -> bool {
     matches!(c, '\x21' | '\x23'..='\x5B' | '\x5D'..='\x7E')
 }
 
-fn clean(s: &str, allowed: fn(char) -> bool) -> String {
-    s.chars().filter(|c| allowed(*c)).take(512).collect()
+/// Appends the first 512 allowed characters of `s`.
+fn push_clean(out: &mut String, s: &str, allowed: fn(char) -> bool) {
+    out.extend(s.chars().filter(|c| allowed(*c)).take(512));
 }
 
 #[cfg(test)]
