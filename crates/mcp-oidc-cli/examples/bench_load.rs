@@ -19,6 +19,9 @@
 //!   connections as fast as it can; writes the refresh tokens it gets to `--refresh-out`.
 //! - `refresh`: N refresh chains, one per connection, each grant using the refresh token
 //!   of the previous answer, for a fixed time.
+//! - `verify`: what one full token verification costs (signature and claims, the work of
+//!   every request when the verified-token cache is off), with mcp-oidc's own verifier on
+//!   one thread, without HTTP.
 //!
 //! ```text
 //! cargo run --release -p mcp-oidc-cli --example bench_load -- mcp \
@@ -64,6 +67,27 @@ enum Cmd {
     Exchange(ExchangeArgs),
     /// Chained refresh-token rotations, one chain per connection.
     Refresh(RefreshArgs),
+    /// Time full token verifications (no cache, no HTTP) with mcp-oidc's verifier.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    /// The token's issuer (keys found by discovery, as `mcp-oidc serve` does).
+    #[arg(long)]
+    issuer: String,
+    /// The audience the token carries (the resource URL it was issued for).
+    #[arg(long)]
+    audience: String,
+    /// The token to verify, again and again.
+    #[arg(long, env = "BENCH_TOKEN")]
+    token: String,
+    /// Verifications per batch; the median batch is reported.
+    #[arg(long, default_value_t = 4000)]
+    iterations: u32,
+    /// Batches.
+    #[arg(long, default_value_t = 5)]
+    batches: u32,
 }
 
 #[derive(Args, Debug)]
@@ -861,6 +885,64 @@ async fn run_refresh(a: RefreshArgs) -> anyhow::Result<()> {
     emit(&a.common.out, &total.report("refresh", n, measured))
 }
 
+/// CPU time of this process so far (user + system), from /proc.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // The kernel reports USER_HZ ticks, 100 per second on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+async fn run_verify(a: VerifyArgs) -> anyhow::Result<()> {
+    use mcp_oidc::TokenVerifier as _;
+    use mcp_oidc::token::{AudiencePolicy, JwtConfig, JwtVerifier, KeySource};
+
+    let verifier = JwtVerifier::new(JwtConfig::new(
+        a.issuer.as_str(),
+        KeySource::Discovery(a.issuer.clone()),
+        AudiencePolicy::OneOf(vec![a.audience.as_str().into()]),
+    ))?;
+    let token = mcp_oidc::types::BearerToken::new(a.token.as_str());
+    // The first verification fetches the keys; it is not timed.
+    verifier
+        .verify(&token)
+        .await
+        .map_err(|e| anyhow::anyhow!("the token does not verify: {e}"))?;
+    let mut wall = Vec::new();
+    let mut cpu = Vec::new();
+    for _ in 0..a.batches {
+        let (started, cpu_before) = (Instant::now(), process_cpu());
+        for _ in 0..a.iterations {
+            verifier
+                .verify(&token)
+                .await
+                .map_err(|e| anyhow::anyhow!("the token does not verify: {e}"))?;
+        }
+        wall.push(started.elapsed().as_secs_f64() * 1e6 / f64::from(a.iterations));
+        if let (Some(before), Some(after)) = (cpu_before, process_cpu()) {
+            cpu.push((after - before).as_secs_f64() * 1e6 / f64::from(a.iterations));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    emit(
+        &None,
+        &json!({
+            "phase": "verify",
+            "iterations": a.iterations,
+            "batches": a.batches,
+            "wall_us_per_verify": median(&mut wall),
+            "cpu_us_per_verify": median(&mut cpu),
+            "wall_us_batches": wall,
+        }),
+    )
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
@@ -869,5 +951,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Codes(a) => run_codes(a).await,
         Cmd::Exchange(a) => run_exchange(a).await,
         Cmd::Refresh(a) => run_refresh(a).await,
+        Cmd::Verify(a) => run_verify(a).await,
     }
 }
