@@ -1,6 +1,8 @@
 //! The demo MCP server that `mcp-oidc serve` and `mcp-oidc dev` run: every tool, resource
 //! and prompt knows who is calling.
 
+use std::sync::{Arc, OnceLock};
+
 use mcp_oidc::{AccessToken, ToolPolicies, current_token};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::Extension;
@@ -76,7 +78,7 @@ pub struct WriteNote {
 /// The demo server.
 #[derive(Clone)]
 pub struct DemoServer {
-    tool_router: ToolRouter<Self>,
+    tool_router: Arc<ToolRouter<Self>>,
 }
 
 impl Default for DemoServer {
@@ -94,8 +96,13 @@ fn caller() -> Result<AccessToken, McpError> {
 impl DemoServer {
     /// A new demo server.
     pub fn new() -> Self {
+        // A stateless server creates a handler for every request; building the router
+        // (with every tool's JSON Schema) each time cost more than checking the token.
+        static ROUTER: OnceLock<Arc<ToolRouter<DemoServer>>> = OnceLock::new();
         Self {
-            tool_router: Self::tool_router(),
+            tool_router: ROUTER
+                .get_or_init(|| Arc::new(Self::tool_router()))
+                .clone(),
         }
     }
 
