@@ -1233,7 +1233,7 @@ impl mcp_oidc::token::TokenVerifier for Counting {
 }
 
 #[tokio::test]
-async fn a_repeated_bad_token_is_refused_from_the_cache_and_a_rotatable_refusal_is_not_cached() {
+async fn a_repeated_bad_token_is_refused_from_the_cache_and_an_unknown_key_only_for_a_second() {
     let issuer = TestIssuer::start().await;
     let url = issuer.url.clone();
     let calls = Arc::new(AtomicUsize::new(0));
@@ -1262,8 +1262,8 @@ async fn a_repeated_bad_token_is_refused_from_the_cache_and_a_rotatable_refusal_
     let cases = [
         (&bad_signature, "the token signature is invalid", 1),
         (&expired, "the token has expired", 1),
-        // A new key may be published under this kid at any time: checked every time.
-        (&unknown_kid, "the token was signed with an unknown key", 3),
+        // A new key may be published under this kid: remembered for a second only.
+        (&unknown_kid, "the token was signed with an unknown key", 1),
     ];
     for (token, description, verifications) in cases {
         calls.store(0, Ordering::SeqCst);
@@ -1281,6 +1281,18 @@ async fn a_repeated_bad_token_is_refused_from_the_cache_and_a_rotatable_refusal_
             "verifications for: {description}"
         );
     }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = send(
+        &served.mcp_url,
+        &[format!("Bearer {unknown_kid}").into_bytes()],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "an unknown key is checked again after a second"
+    );
     assert_eq!(served.calls.load(Ordering::SeqCst), 0);
     // The cached refusals did not poison anything: the valid token still works.
     let valid = issuer.rs256(&good);

@@ -11,9 +11,13 @@ use super::{AccessToken, TokenSource, unix_now};
 use crate::error::InvalidToken;
 use crate::types::TokenFingerprint;
 
-/// How long a refusal is remembered. Short, because the reasons cached are final for the
-/// token itself, but a key set or a configuration can change under it.
+/// How long a final refusal is remembered. Short, because the reasons cached are final for
+/// the token itself, but a key set or a configuration can change under it.
 const REFUSAL_TTL: Duration = Duration::from_secs(30);
+
+/// How long an unknown `kid` is remembered: a flood of one such token costs one key lookup
+/// a second, and a key published meanwhile is found at most a second later than otherwise.
+const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(1);
 
 /// Caches verified tokens by the SHA-256 of the token, never past the token's `exp`.
 ///
@@ -22,8 +26,10 @@ const REFUSAL_TTL: Duration = Duration::from_secs(30);
 /// at the provider takes effect within that time.
 ///
 /// Refusals are cached for 30 seconds when they are final for that token (bad signature,
-/// expired, wrong issuer or audience, malformed...). Refusals that time or a key rotation
-/// can undo (an unknown `kid`, `nbf` or `iat` in the future) are never cached.
+/// expired, wrong issuer or audience, malformed...). An unknown `kid` is remembered for one
+/// second only: a key rotation can make it valid, but the key set is refetched at most once
+/// per cooldown anyway, so within a second the answer could hardly change. Refusals that
+/// time can undo (`nbf` or `iat` in the future) are never cached.
 #[derive(Clone)]
 pub struct TokenCache {
     cache: Option<moka::sync::Cache<TokenFingerprint, Entry>>,
@@ -49,13 +55,24 @@ impl Expiry<TokenFingerprint, Entry> for TokenExpiry {
     ) -> Option<Duration> {
         let value = match value {
             Entry::Valid(value) => value,
-            Entry::Refused(_) => return Some(REFUSAL_TTL),
+            Entry::Refused(reason) => return refusal_ttl(reason),
         };
         let cap = match value.source() {
             TokenSource::Jwt | TokenSource::Static => self.jwt_ttl,
             _ => self.opaque_ttl,
         };
         Some(value.remaining_lifetime().map_or(cap, |left| left.min(cap)))
+    }
+}
+
+/// How long a refusal may be remembered; `None` for refusals that must be checked again.
+fn refusal_ttl(reason: &InvalidToken) -> Option<Duration> {
+    if is_final(reason) {
+        Some(REFUSAL_TTL)
+    } else if *reason == InvalidToken::UnknownKey {
+        Some(UNKNOWN_KEY_TTL)
+    } else {
+        None
     }
 }
 
@@ -124,10 +141,11 @@ impl TokenCache {
         }
     }
 
-    /// Remembers why a token was refused, if that reason is final for the token.
+    /// Remembers why a token was refused, for as long as that reason cannot change (30 s
+    /// for final reasons, 1 s for an unknown key, not at all for time-dependent ones).
     pub fn insert_refusal(&self, key: TokenFingerprint, reason: &InvalidToken) {
         if let Some(cache) = &self.cache
-            && is_final(reason)
+            && refusal_ttl(reason).is_some()
         {
             cache.insert(key, Entry::Refused(reason.clone()));
         }
