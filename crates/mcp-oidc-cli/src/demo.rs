@@ -100,9 +100,7 @@ impl DemoServer {
         // (with every tool's JSON Schema) each time cost more than checking the token.
         static ROUTER: OnceLock<Arc<ToolRouter<DemoServer>>> = OnceLock::new();
         Self {
-            tool_router: ROUTER
-                .get_or_init(|| Arc::new(Self::tool_router()))
-                .clone(),
+            tool_router: ROUTER.get_or_init(|| Arc::new(Self::tool_router())).clone(),
         }
     }
 
