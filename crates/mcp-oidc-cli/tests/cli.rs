@@ -1,7 +1,6 @@
 //! The `mcp-oidc` binary end to end: `dev`, `token`, `serve` and `check` as a user runs them,
 //! against our mock provider and the Python reference `oidc-provider-mock`.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,10 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+mod common;
+
+use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcp-oidc");
 
@@ -109,29 +112,6 @@ async fn dev_serves_a_token_from_the_token_command_and_stops_cleanly_on_sigterm(
         .expect("dev stops within 20 s of SIGTERM")
         .unwrap();
     assert!(status.success(), "dev exited with {status}");
-}
-
-fn python_mock_program() -> PathBuf {
-    let path = std::env::var_os("OIDC_PROVIDER_MOCK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/peers/venv/bin/oidc-provider-mock")
-        });
-    assert!(
-        path.exists(),
-        "the Python oidc-provider-mock was not found at {}: run scripts/setup-python-peers",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

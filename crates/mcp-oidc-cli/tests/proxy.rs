@@ -14,6 +14,10 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Map, Value, json};
 
+mod common;
+
+use common::*;
+
 const REDIRECT: &str = "http://127.0.0.1:7777/callback";
 
 struct Stack {
@@ -84,14 +88,6 @@ async fn stack() -> Stack {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn register(base: &str, extra: Value) -> Value {
     let mut body = json!({
         "client_name": "Test Client",
@@ -109,27 +105,6 @@ async fn register(base: &str, extra: Value) -> Value {
         .unwrap();
     assert_eq!(r.status(), 201, "registration");
     r.json().await.unwrap()
-}
-
-struct Pkce {
-    verifier: String,
-    challenge: String,
-}
-
-fn pkce() -> Pkce {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    let verifier = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(sha2::Sha256::digest(verifier.as_bytes()));
-    Pkce {
-        verifier,
-        challenge,
-    }
 }
 
 fn authorize_url(base: &str, client_id: &str, p: &Pkce, extra: &[(&str, &str)]) -> String {
@@ -809,21 +784,6 @@ async fn a_registration_flood_from_one_address_gets_429_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(meta.status(), 200);
-}
-
-fn python_mock_program() -> std::path::PathBuf {
-    let path = std::env::var_os("OIDC_PROVIDER_MOCK")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/peers/venv/bin/oidc-provider-mock")
-        });
-    assert!(
-        path.exists(),
-        "the Python oidc-provider-mock was not found at {}: run scripts/setup-python-peers",
-        path.display()
-    );
-    path
 }
 
 #[tokio::test]

@@ -5,22 +5,16 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use mcp_oidc_cli::browser::{Browser, Person};
 use mcp_oidc_mock::{MockConfig, MockProvider};
 use serde_json::{Value, json};
-use sha2::Digest as _;
+
+mod common;
+
+use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcp-oidc");
 const REDIRECT: &str = "http://127.0.0.1:7777/callback";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn start_server(issuer: &str, port: u16, state: &std::path::Path) -> tokio::process::Child {
     let child = tokio::process::Command::new(BIN)
@@ -76,17 +70,6 @@ fn kill_9(child: &tokio::process::Child) {
             .unwrap()
             .success()
     );
-}
-
-fn pkce() -> (String, String) {
-    let verifier = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(sha2::Sha256::digest(verifier.as_bytes()));
-    (verifier, challenge)
 }
 
 fn authorize_url(base: &str, client_id: &str, challenge: &str) -> String {
@@ -159,7 +142,10 @@ async fn state_survives_kill_9_during_a_flow_and_during_a_burst_of_calls() {
         .await
         .unwrap();
     let client_id = client["client_id"].as_str().unwrap().to_owned();
-    let (verifier, challenge) = pkce();
+    let Pkce {
+        verifier,
+        challenge,
+    } = pkce();
     let person = Person {
         user: "testuser".into(),
         approve: true,
@@ -177,7 +163,10 @@ async fn state_survives_kill_9_during_a_flow_and_during_a_burst_of_calls() {
     let access = tokens["access_token"].as_str().unwrap().to_owned();
 
     // A flow interrupted at the consent page: the browser holds the page and its cookie.
-    let (verifier2, challenge2) = pkce();
+    let Pkce {
+        verifier: verifier2,
+        challenge: challenge2,
+    } = pkce();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
