@@ -444,22 +444,13 @@ async fn tampered_state_and_skipped_or_forged_consent_are_refused() {
             .contains("frame-ancestors 'none'")
     );
     assert_eq!(page.headers()["x-frame-options"], "DENY");
-    let cookie = page.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = first_cookie(&page);
     let html = page.text().await.unwrap();
     assert!(
         html.contains("Test Client") && html.contains("127.0.0.1:7777"),
         "names the client and its redirect host"
     );
-    let field = |name: &str| {
-        let i = html.find(&format!("name={name} value=\"")).unwrap() + name.len() + 13;
-        html[i..].split('"').next().unwrap().to_owned()
-    };
+    let field = |name: &str| form_field(&html, name);
     let (txn, csrf) = (field("transaction"), field("csrf_token"));
     let r = http
         .post(format!("{}/consent", s.base))
@@ -478,16 +469,9 @@ async fn tampered_state_and_skipped_or_forged_consent_are_refused() {
         .send()
         .await
         .unwrap();
-    let cookie2 = page.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie2 = first_cookie(&page);
     let html2 = page.text().await.unwrap();
-    let i = html2.find("name=transaction value=\"").unwrap() + 24;
-    let txn2 = html2[i..].split('"').next().unwrap().to_owned();
+    let txn2 = form_field(&html2, "transaction");
     let r = http
         .post(format!("{}/consent", s.base))
         .header("cookie", &cookie2)
@@ -913,18 +897,9 @@ async fn a_callback_naming_another_issuer_is_a_mix_up_and_issues_nothing() {
         .send()
         .await
         .unwrap();
-    let cookie = page.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = first_cookie(&page);
     let html = page.text().await.unwrap();
-    let field = |name: &str| {
-        let i = html.find(&format!("name={name} value=\"")).unwrap() + name.len() + 13;
-        html[i..].split('"').next().unwrap().to_owned()
-    };
+    let field = |name: &str| form_field(&html, name);
     let r = http
         .post(format!("{}/consent", s.base))
         .header("cookie", &cookie)
@@ -937,13 +912,7 @@ async fn a_callback_naming_another_issuer_is_a_mix_up_and_issues_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 302);
-    let binding = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let binding = first_cookie(&r);
     let upstream = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
     let state: String = upstream
         .query_pairs()

@@ -177,18 +177,9 @@ async fn state_survives_kill_9_during_a_flow_and_during_a_burst_of_calls() {
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
-    let cookie = page.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = first_cookie(&page);
     let html = page.text().await.unwrap();
-    let field = |name: &str| {
-        let i = html.find(&format!("name={name} value=\"")).unwrap() + name.len() + 13;
-        html[i..].split('"').next().unwrap().to_owned()
-    };
+    let field = |name: &str| form_field(&html, name);
     let (txn, csrf) = (field("transaction"), field("csrf_token"));
 
     // A burst of tool calls, killed in the middle.
@@ -238,13 +229,7 @@ async fn state_survives_kill_9_during_a_flow_and_during_a_burst_of_calls() {
     assert_eq!(r.status(), 302, "consent after restart");
     let upstream = r.headers()["location"].to_str().unwrap().to_owned();
     // The consent answer binds the rest of the flow to this browser with a new cookie.
-    let binding = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let binding = first_cookie(&r);
     let (name, value) = binding.split_once('=').unwrap();
     let mut browser = Browser::new();
     browser.add_cookie(&base, name, value);

@@ -54,3 +54,21 @@ pub fn pkce() -> Pkce {
         challenge,
     }
 }
+
+/// The `name=value` part of a response's `Set-Cookie`, ready to send back as `Cookie`.
+pub fn first_cookie(r: &reqwest::Response) -> String {
+    r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The value of the hidden form field `name` on the consent page.
+pub fn form_field(html: &str, name: &str) -> String {
+    let marker = format!("name={name} value=\"");
+    let i = html.find(&marker).unwrap() + marker.len();
+    html[i..].split('"').next().unwrap().to_owned()
+}
