@@ -1234,6 +1234,10 @@ impl mcp_oidc::token::TokenVerifier for Counting {
 
 #[tokio::test]
 async fn a_repeated_bad_token_is_refused_from_the_cache_and_an_unknown_key_only_for_a_second() {
+    // Every test of this binary installs its log capture before logging anything: tracing
+    // caches a call site's interest when it is first hit, and a hit with no subscriber
+    // around would silence that call site for the tests that do capture.
+    let _log = CapturedLog::start();
     let issuer = TestIssuer::start().await;
     let url = issuer.url.clone();
     let calls = Arc::new(AtomicUsize::new(0));
