@@ -13,13 +13,16 @@
 //! (`Mcp-Session-Id`, rmcp's `LocalSessionManager`) and answers with SSE. Accepted sockets
 //! get `TCP_NODELAY`, as in `mcp-oidc serve`.
 //!
+//! With `--heap-profile`, `GET /heap` lists the live heap blocks by size (`heap.rs`), which
+//! `bench/run` uses to break down the memory of a live session.
+//!
 //! `GET /.well-known/oauth-protected-resource/mcp` answers a small static document only so
 //! that the benchmark, which polls that URL to learn when a server is up, can wait on this
 //! one the same way.
 //!
 //! ```text
-//! cargo build --release -p mcp-oidc-cli --example raw_rmcp
-//! target/release/examples/raw_rmcp --port 8010 [--stateful]
+//! cargo build --release -p mcp-oidc-bench --bin raw_rmcp
+//! target/release/raw_rmcp --port 8010 [--stateful]
 //! ```
 
 use std::net::IpAddr;
@@ -38,6 +41,11 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{Json, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::{Deserialize, Serialize};
 
+mod heap;
+
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
+
 /// Command line.
 #[derive(Parser, Debug)]
 #[command(about = "Plain rmcp reference server for bench/run (no authorization)")]
@@ -51,6 +59,9 @@ struct Cli {
     /// Sessions (`Mcp-Session-Id`) and SSE replies instead of stateless JSON replies.
     #[arg(long)]
     stateful: bool,
+    /// Count live heap blocks by size and answer them at `GET /heap` (see `heap.rs`).
+    #[arg(long)]
+    heap_profile: bool,
 }
 
 /// What `whoami` returns: the claim names of the FastMCP reference server, all absent.
@@ -128,18 +139,26 @@ fn app(cli: &Cli) -> Router {
         "resource": format!("http://localhost:{}/mcp", cli.port),
         "authorization_servers": [],
     });
-    mcp.route(
+    let router = mcp.route(
         "/.well-known/oauth-protected-resource/mcp",
         get(move || {
             let body = metadata.clone();
             async move { axum::Json(body) }
         }),
-    )
+    );
+    if cli.heap_profile {
+        router.route("/heap", get(|| async { axum::Json(heap::report()) }))
+    } else {
+        router
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.heap_profile {
+        heap::start();
+    }
     let router = app(&cli);
     let listener = tokio::net::TcpListener::bind((cli.host, cli.port))
         .await

@@ -24,7 +24,7 @@
 //!   one thread, without HTTP.
 //!
 //! ```text
-//! cargo run --release -p mcp-oidc-cli --example bench_load -- mcp \
+//! cargo run --release -p mcp-oidc-bench --bin bench_load -- mcp \
 //!     --url http://127.0.0.1:8000/mcp --token "$TOKEN" --stateful --connections 32 \
 //!     --duration-secs 10 --warmup-secs 2
 //! ```
