@@ -18,8 +18,6 @@ mod common;
 
 use common::*;
 
-const REDIRECT: &str = "http://127.0.0.1:7777/callback";
-
 struct Stack {
     idp_issuer: String,
     _idp: Option<RunningMock>,
@@ -107,48 +105,12 @@ async fn register(base: &str, extra: Value) -> Value {
     r.json().await.unwrap()
 }
 
-fn authorize_url(base: &str, client_id: &str, p: &Pkce, extra: &[(&str, &str)]) -> String {
-    let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
-    {
-        let mut q = url.query_pairs_mut();
-        q.append_pair("response_type", "code")
-            .append_pair("client_id", client_id)
-            .append_pair("redirect_uri", REDIRECT)
-            .append_pair("state", "client-state")
-            .append_pair("code_challenge", &p.challenge)
-            .append_pair("code_challenge_method", "S256")
-            .append_pair("scope", "openid profile email")
-            .append_pair("resource", &format!("{base}/mcp"));
-        for (k, v) in extra {
-            q.append_pair(k, v);
-        }
-    }
-    url.to_string()
-}
-
 fn person() -> Person {
     Person {
         user: "testuser".into(),
         approve: true,
         remember: false,
     }
-}
-
-async fn token_request(base: &str, form: &[(&str, &str)]) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/token"))
-        .form(form)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    assert_eq!(
-        r.headers()
-            .get("cache-control")
-            .map(|v| v.to_str().unwrap()),
-        Some("no-store")
-    );
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 /// Registers a client and walks the whole flow; returns (client_id, code, pkce).
@@ -159,7 +121,7 @@ async fn code_for(s: &Stack) -> (String, String, Pkce) {
     let mut browser = Browser::new();
     let back = browser
         .sign_in(
-            &authorize_url(&s.base, &client_id, &p, &[]),
+            &authorize_url(&s.base, &client_id, &p.challenge),
             REDIRECT,
             &person(),
         )
@@ -202,20 +164,6 @@ async fn whoami(mcp: &str, token: &str) -> Result<Value, String> {
         .map_err(|e| e.to_string())?;
     let _ = client.cancel().await;
     Ok(result.structured_content.unwrap_or(Value::Null))
-}
-
-async fn mcp_status(mcp: &str, token: &str) -> u16 {
-    reqwest::Client::new()
-        .post(mcp)
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 #[tokio::test]
@@ -298,7 +246,7 @@ async fn unregistered_redirect_uri_gets_an_error_page_and_is_never_followed() {
     let s = stack().await;
     let client = register(&s.base, json!({})).await;
     let p = pkce();
-    let url = authorize_url(&s.base, client["client_id"].as_str().unwrap(), &p, &[])
+    let url = authorize_url(&s.base, client["client_id"].as_str().unwrap(), &p.challenge)
         .replace("7777%2Fcallback", "7777%2Fother");
     let url = url.replace("127.0.0.1%3A7777", "evil.example");
     let r = reqwest::Client::builder()
@@ -317,7 +265,7 @@ async fn unregistered_redirect_uri_gets_an_error_page_and_is_never_followed() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-        .get(authorize_url(&s.base, "no-such-client", &p, &[]))
+        .get(authorize_url(&s.base, "no-such-client", &p.challenge))
         .send()
         .await
         .unwrap();
@@ -350,15 +298,16 @@ async fn missing_or_plain_pkce_and_foreign_resource_are_refused_with_iss() {
     let client = register(&s.base, json!({})).await;
     let id = client["client_id"].as_str().unwrap();
     let p = pkce();
-    let no_pkce = authorize_url(&s.base, id, &p, &[]).replace("code_challenge=", "x_challenge=");
+    let no_pkce =
+        authorize_url(&s.base, id, &p.challenge).replace("code_challenge=", "x_challenge=");
     let q = authorize_redirect(&no_pkce).await;
     assert_eq!(q["error"], "invalid_request");
     assert_eq!(q["iss"], s.base);
     assert_eq!(q["state"], "client-state");
-    let plain = authorize_url(&s.base, id, &p, &[])
+    let plain = authorize_url(&s.base, id, &p.challenge)
         .replace("code_challenge_method=S256", "code_challenge_method=plain");
     assert_eq!(authorize_redirect(&plain).await["error"], "invalid_request");
-    let foreign = authorize_url(&s.base, id, &p, &[]).replace("%2Fmcp", "%2Fother");
+    let foreign = authorize_url(&s.base, id, &p.challenge).replace("%2Fmcp", "%2Fother");
     let q = authorize_redirect(&foreign).await;
     assert_eq!(q["error"], "invalid_target");
 }
@@ -432,7 +381,7 @@ async fn tampered_state_and_skipped_or_forged_consent_are_refused() {
     // The consent page, then a POST without its cookie (cross-site) or with a wrong token.
     let p = pkce();
     let page = http
-        .get(authorize_url(&s.base, &id, &p, &[]))
+        .get(authorize_url(&s.base, &id, &p.challenge))
         .send()
         .await
         .unwrap();
@@ -465,7 +414,7 @@ async fn tampered_state_and_skipped_or_forged_consent_are_refused() {
     assert_eq!(r.status(), 403, "no cookie: refused");
     // The transaction was consumed by the refused attempt; start again for the wrong-token case.
     let page = http
-        .get(authorize_url(&s.base, &id, &p, &[]))
+        .get(authorize_url(&s.base, &id, &p.challenge))
         .send()
         .await
         .unwrap();
@@ -611,7 +560,7 @@ async fn registrations_and_refresh_tokens_survive_a_restart_with_sqlite() {
     let mut browser = Browser::new();
     let back = browser
         .sign_in(
-            &authorize_url(&s.base, &client_id, &p, &[]),
+            &authorize_url(&s.base, &client_id, &p.challenge),
             REDIRECT,
             &person(),
         )
@@ -717,7 +666,7 @@ async fn a_metadata_document_client_id_on_a_loopback_address_is_refused() {
         format!("https://127.0.0.1:{port}/client.json"),
     ] {
         let r = http
-            .get(authorize_url(&s.base, &client_id, &p, &[]))
+            .get(authorize_url(&s.base, &client_id, &p.challenge))
             .send()
             .await
             .unwrap();
@@ -865,7 +814,7 @@ async fn a_locked_database_gives_a_clear_503_and_loses_nothing() {
     let mut browser = Browser::new();
     let back = browser
         .sign_in(
-            &authorize_url(&s.base, first["client_id"].as_str().unwrap(), &p, &[]),
+            &authorize_url(&s.base, first["client_id"].as_str().unwrap(), &p.challenge),
             REDIRECT,
             &person(),
         )
@@ -893,7 +842,7 @@ async fn a_callback_naming_another_issuer_is_a_mix_up_and_issues_nothing() {
     let p = pkce();
     // Consent properly, in one browser...
     let page = http
-        .get(authorize_url(&s.base, &id, &p, &[]))
+        .get(authorize_url(&s.base, &id, &p.challenge))
         .send()
         .await
         .unwrap();
@@ -1062,7 +1011,11 @@ async fn remembered_consent_skips_the_page_for_the_same_user_and_client_only() {
     };
     let p = pkce();
     browser
-        .sign_in(&authorize_url(&s.base, &id, &p, &[]), REDIRECT, &remember)
+        .sign_in(
+            &authorize_url(&s.base, &id, &p.challenge),
+            REDIRECT,
+            &remember,
+        )
         .await
         .unwrap();
     assert_eq!(consent_posts(&browser), 1);
@@ -1070,7 +1023,11 @@ async fn remembered_consent_skips_the_page_for_the_same_user_and_client_only() {
     // Same browser, same client: straight to the provider.
     let p = pkce();
     let back = browser
-        .sign_in(&authorize_url(&s.base, &id, &p, &[]), REDIRECT, &person())
+        .sign_in(
+            &authorize_url(&s.base, &id, &p.challenge),
+            REDIRECT,
+            &person(),
+        )
         .await
         .unwrap();
     assert_eq!(consent_posts(&browser), 1, "no second consent");
@@ -1082,7 +1039,7 @@ async fn remembered_consent_skips_the_page_for_the_same_user_and_client_only() {
     let p = pkce();
     browser
         .sign_in(
-            &authorize_url(&s.base, other["client_id"].as_str().unwrap(), &p, &[]),
+            &authorize_url(&s.base, other["client_id"].as_str().unwrap(), &p.challenge),
             REDIRECT,
             &person(),
         )
@@ -1094,7 +1051,7 @@ async fn remembered_consent_skips_the_page_for_the_same_user_and_client_only() {
     let p = pkce();
     browser
         .sign_in(
-            &authorize_url(&s.base, &id, &p, &[]).replace(
+            &authorize_url(&s.base, &id, &p.challenge).replace(
                 "scope=openid+profile+email",
                 "scope=openid+profile+email+mcp%3Awrite",
             ),

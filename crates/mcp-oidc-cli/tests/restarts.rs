@@ -14,7 +14,6 @@ mod common;
 use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcp-oidc");
-const REDIRECT: &str = "http://127.0.0.1:7777/callback";
 
 async fn start_server(issuer: &str, port: u16, state: &std::path::Path) -> tokio::process::Child {
     let child = tokio::process::Command::new(BIN)
@@ -72,47 +71,20 @@ fn kill_9(child: &tokio::process::Child) {
     );
 }
 
-fn authorize_url(base: &str, client_id: &str, challenge: &str) -> String {
-    let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", client_id)
-        .append_pair("redirect_uri", REDIRECT)
-        .append_pair("state", "s")
-        .append_pair("code_challenge", challenge)
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("resource", &format!("{base}/mcp"));
-    url.to_string()
-}
-
 async fn exchange(base: &str, client_id: &str, code: &str, verifier: &str) -> Value {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/token"))
-        .form(&[
+    let (status, body) = token_request(
+        base,
+        &[
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", REDIRECT),
             ("client_id", client_id),
             ("code_verifier", verifier),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
-async fn mcp_status(base: &str, token: &str) -> u16 {
-    reqwest::Client::new()
-        .post(format!("{base}/mcp"))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 #[tokio::test]
@@ -186,7 +158,7 @@ async fn state_survives_kill_9_during_a_flow_and_during_a_burst_of_calls() {
     let burst: Vec<_> = (0..64)
         .map(|_| {
             let (b, t) = (base.clone(), access.clone());
-            tokio::spawn(async move { mcp_status(&b, &t).await })
+            tokio::spawn(async move { mcp_status(&format!("{b}/mcp"), &t).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -202,7 +174,7 @@ async fn state_survives_kill_9_during_a_flow_and_during_a_burst_of_calls() {
 
     server = start_server(&idp.issuer(), port, dir.path()).await;
     // The access token and the refresh token still work.
-    assert_eq!(mcp_status(&base, &access).await, 200);
+    assert_eq!(mcp_status(&format!("{base}/mcp"), &access).await, 200);
     let r = reqwest::Client::new()
         .post(format!("{base}/token"))
         .form(&[
@@ -236,7 +208,11 @@ async fn state_survives_kill_9_during_a_flow_and_during_a_burst_of_calls() {
     let back = browser.sign_in(&upstream, REDIRECT, &person).await.unwrap();
     let resumed = exchange(&base, &client_id, &back.params["code"], &verifier2).await;
     assert_eq!(
-        mcp_status(&base, resumed["access_token"].as_str().unwrap()).await,
+        mcp_status(
+            &format!("{base}/mcp"),
+            resumed["access_token"].as_str().unwrap()
+        )
+        .await,
         200
     );
 

@@ -870,6 +870,19 @@ async fn hostile_tokens_are_refused_with_the_exact_challenge_and_reach_no_tool()
         "{} JWKS fetches",
         issuer.jwks_fetches()
     );
+    // Each fetch names its cause, so that the scheduled ones can be told from those the
+    // made-up key ids caused (bench/run counts the latter against its target).
+    let text = log.text();
+    let loaded: Vec<&str> = text.lines().filter(|l| l.contains("JWKS loaded")).collect();
+    for cause in ["scheduled", "unknown_kid"] {
+        assert!(
+            loaded
+                .iter()
+                .any(|l| l.contains(&format!("cause=\"{cause}\""))
+                    || l.contains(&format!("cause={cause}"))),
+            "no JWKS fetch logged with cause {cause}: {loaded:?}"
+        );
+    }
     assert_valid_token_still_served(&issuer, &served).await;
     log.assert_refusals_logged_without_secrets(&reasons(&cases), &secrets(&cases));
     tally.print("tokens");

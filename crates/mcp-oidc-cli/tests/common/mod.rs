@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use serde_json::Value;
+
 use base64::Engine as _;
 use sha2::Digest as _;
 
@@ -71,4 +73,57 @@ pub fn form_field(html: &str, name: &str) -> String {
     let marker = format!("name={name} value=\"");
     let i = html.find(&marker).unwrap() + marker.len();
     html[i..].split('"').next().unwrap().to_owned()
+}
+
+/// The redirect URI the tests' OAuth clients register.
+pub const REDIRECT: &str = "http://127.0.0.1:7777/callback";
+
+/// `{base}/authorize` for a client using PKCE (S256), the usual OpenID scopes and the MCP
+/// endpoint `{base}/mcp` as the resource.
+pub fn authorize_url(base: &str, client_id: &str, challenge: &str) -> String {
+    let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("state", "client-state")
+        .append_pair("code_challenge", challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("scope", "openid profile email")
+        .append_pair("resource", &format!("{base}/mcp"));
+    url.to_string()
+}
+
+/// A form POST to `{base}/token`: the status and the JSON body (`Null` if there is none).
+/// Every answer of a token endpoint must say `Cache-Control: no-store` (RFC 6749 §5.1).
+pub async fn token_request(base: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(
+        r.headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store")
+    );
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The HTTP status of an MCP `initialize` sent to `mcp` with this bearer token, or 0 when
+/// the server cannot be reached (the restart tests call servers that are being killed).
+pub async fn mcp_status(mcp: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .post(mcp)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
 }

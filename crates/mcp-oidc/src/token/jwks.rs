@@ -302,6 +302,26 @@ pub(crate) struct KeyStore {
     fetches: AtomicU64,
 }
 
+/// Why the key set is fetched, logged with each fetch so that an operator (and the
+/// benchmark) can tell the scheduled refreshes from those a token with an unknown `kid`
+/// triggered.
+#[derive(Clone, Copy)]
+enum FetchCause {
+    /// The background refresher: at startup, then per `Cache-Control`.
+    Scheduled,
+    /// A token named a key the set does not hold (at most once per cooldown).
+    UnknownKid,
+}
+
+impl FetchCause {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::UnknownKid => "unknown_kid",
+        }
+    }
+}
+
 impl KeyStore {
     pub(crate) fn new(
         source: KeySource,
@@ -383,10 +403,11 @@ impl KeyStore {
     /// background refresh.
     async fn refresh(&self) -> Duration {
         let _guard = self.fetch_lock.lock().await;
-        self.fetch_now().await
+        self.fetch_now(FetchCause::Scheduled).await
     }
 
-    async fn fetch_now(&self) -> Duration {
+    async fn fetch_now(&self, cause: FetchCause) -> Duration {
+        let cause = cause.as_str();
         if let Ok(mut st) = self.state.lock() {
             st.last_attempt = Some(Instant::now());
         }
@@ -395,7 +416,7 @@ impl KeyStore {
                 let wait = max_age
                     .unwrap_or(self.settings.default_refresh)
                     .clamp(self.settings.min_refresh, self.settings.max_refresh);
-                tracing::debug!(keys = set.len(), refresh_in = ?wait, "JWKS loaded");
+                tracing::debug!(keys = set.len(), refresh_in = ?wait, cause, "JWKS loaded");
                 if let Ok(mut keys) = self.keys.write() {
                     *keys = Some(Arc::new(set));
                 }
@@ -425,9 +446,9 @@ impl KeyStore {
                     (wait, have_keys)
                 };
                 if have_keys {
-                    tracing::warn!(error = %message, retry_in = ?wait, "JWKS refresh failed; still using the cached keys");
+                    tracing::warn!(error = %message, retry_in = ?wait, cause, "JWKS refresh failed; still using the cached keys");
                 } else {
-                    tracing::warn!(error = %message, retry_in = ?wait, "cannot load the identity provider's keys; protected routes answer 503 until they load");
+                    tracing::warn!(error = %message, retry_in = ?wait, cause, "cannot load the identity provider's keys; protected routes answer 503 until they load");
                 }
                 wait
             }
@@ -507,7 +528,7 @@ impl KeyStore {
         if !allowed {
             return false;
         }
-        self.fetch_now().await;
+        self.fetch_now(FetchCause::UnknownKid).await;
         self.generation.load(Ordering::Acquire) != seen
     }
 

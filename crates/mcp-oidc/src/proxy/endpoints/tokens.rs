@@ -1,0 +1,445 @@
+//! Tokens: the token endpoint (authorization code with PKCE, refresh rotation with reuse
+//! detection) and revocation (RFC 7009).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::{RawForm, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::error::{InvalidToken, Unavailable, VerifyError};
+use crate::proxy::crypto::{hash, pkce_challenge, random_token, same};
+use crate::proxy::records::{
+    self, ClientRecord, CodeRecord, Grant, RefreshRecord, UpstreamTokens, UsedRefresh,
+};
+use crate::proxy::{Inner, seal_upstream};
+use crate::store::{Namespace, StoreError, now_ms};
+use crate::token::{TokenVerifier, unix_now};
+
+use super::Shared;
+use super::authorize::normalise_resource;
+use super::clients::authenticate_client;
+use super::errors::{OAuthError, no_store_json, parse_form};
+
+#[derive(Serialize)]
+struct AccessClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    client_id: &'a str,
+    scope: String,
+    iat: u64,
+    exp: u64,
+    jti: String,
+    sid: &'a str,
+    #[serde(flatten)]
+    upstream: &'a Map<String, Value>,
+}
+
+async fn issue_tokens(
+    inner: &Inner,
+    grant: &Grant,
+    scopes: &[String],
+) -> Result<Response, OAuthError> {
+    let now = unix_now();
+    let ttl = inner.config.access_token_ttl.as_secs();
+    let claims = AccessClaims {
+        iss: &inner.config.issuer,
+        sub: &grant.subject,
+        aud: &grant.resource,
+        client_id: &grant.client_id,
+        scope: scopes.join(" "),
+        iat: now,
+        exp: now + ttl,
+        jti: random_token(16),
+        sid: &grant.grant_id,
+        upstream: &grant.claims,
+    };
+    let access_token = inner.signing.sign(&claims).ok_or_else(|| {
+        OAuthError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "cannot sign the token",
+        )
+    })?;
+    let refresh_token = random_token(32);
+    let record = RefreshRecord {
+        grant_id: grant.grant_id.clone(),
+        client_id: grant.client_id.clone(),
+        scopes: scopes.to_vec(),
+    };
+    records::save(
+        inner.store.as_ref(),
+        Namespace::RefreshTokens,
+        &hash(&refresh_token),
+        &record,
+        Some(inner.config.refresh_token_ttl),
+    )
+    .await
+    .map_err(OAuthError::store)?;
+    Ok(no_store_json(
+        StatusCode::OK,
+        &json!({
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": ttl,
+            "refresh_token": refresh_token,
+            "scope": scopes.join(" "),
+        }),
+    ))
+}
+
+pub(super) async fn token(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    RawForm(body): RawForm,
+) -> Response {
+    let result = async {
+        let form = parse_form(&body)?;
+        let client = authenticate_client(&inner, &headers, &form).await?;
+        match form.get("grant_type").map(String::as_str) {
+            Some("authorization_code") => code_grant(&inner, &client, &form).await,
+            Some("refresh_token") => refresh_grant(&inner, &client, &form).await,
+            Some(_) => Err(OAuthError::bad(
+                "unsupported_grant_type",
+                "only authorization_code and refresh_token are supported",
+            )),
+            None => Err(OAuthError::bad("invalid_request", "grant_type is required")),
+        }
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn revoke_grant(inner: &Inner, grant_id: &str) -> Result<(), StoreError> {
+    let store = inner.store.as_ref();
+    if let Some(mut grant) = records::load::<Grant>(store, Namespace::Grants, grant_id).await? {
+        grant.revoked = true;
+        grant.upstream_sealed = None;
+        records::save(
+            store,
+            Namespace::Grants,
+            grant_id,
+            &grant,
+            Some(inner.config.refresh_token_ttl),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A code presented wrongly is burnt, and so is its grant: it may be in an attacker's hands.
+async fn refuse(inner: &Inner, grant_id: &str, why: &str) -> Result<Response, OAuthError> {
+    let _ = revoke_grant(inner, grant_id).await;
+    Err(OAuthError::grant(why.to_owned()))
+}
+
+async fn code_grant(
+    inner: &Inner,
+    client: &ClientRecord,
+    form: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let code = form
+        .get("code")
+        .ok_or_else(|| OAuthError::bad("invalid_request", "code is required"))?;
+    let key = hash(code);
+    let store = inner.store.as_ref();
+    let record: Option<CodeRecord> = records::take(store, Namespace::Codes, &key)
+        .await
+        .map_err(OAuthError::store)?;
+    let Some(record) = record else {
+        // A code seen before: replay. Revoke what its first use issued (RFC 6749 §4.1.2).
+        if let Some(grant_id) = records::load::<String>(store, Namespace::UsedCodes, &key)
+            .await
+            .map_err(OAuthError::store)?
+        {
+            tracing::warn!(client_id = %client.client_id, "authorization code replayed; revoking its grant");
+            revoke_grant(inner, &grant_id)
+                .await
+                .map_err(OAuthError::store)?;
+        }
+        return Err(OAuthError::grant(
+            "the code is invalid, expired or already used",
+        ));
+    };
+    records::save(
+        store,
+        Namespace::UsedCodes,
+        &key,
+        &record.grant_id,
+        Some(Duration::from_secs(24 * 3600)),
+    )
+    .await
+    .map_err(OAuthError::store)?;
+    if record.client_id != client.client_id {
+        return refuse(
+            inner,
+            &record.grant_id,
+            "the code was issued to another client",
+        )
+        .await;
+    }
+    match form.get("redirect_uri") {
+        Some(r) if r != &record.redirect_uri => {
+            return refuse(
+                inner,
+                &record.grant_id,
+                "redirect_uri does not match the authorization request",
+            )
+            .await;
+        }
+        None if record.redirect_uri_given => {
+            return refuse(inner, &record.grant_id, "redirect_uri is required").await;
+        }
+        _ => {}
+    }
+    let Some(verifier) = form.get("code_verifier") else {
+        return refuse(inner, &record.grant_id, "code_verifier is required (PKCE)").await;
+    };
+    let verifier_ok = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    if !verifier_ok || !same(&pkce_challenge(verifier), &record.code_challenge) {
+        return refuse(
+            inner,
+            &record.grant_id,
+            "the PKCE code_verifier does not match",
+        )
+        .await;
+    }
+    if let Some(r) = form.get("resource")
+        && normalise_resource(r).as_deref() != Some(record.resource.as_str())
+    {
+        let _ = revoke_grant(inner, &record.grant_id).await;
+        return Err(OAuthError::bad(
+            "invalid_target",
+            "the resource does not match the authorization request",
+        ));
+    }
+    let grant: Grant = records::load(store, Namespace::Grants, &record.grant_id)
+        .await
+        .map_err(OAuthError::store)?
+        .filter(|g: &Grant| !g.revoked)
+        .ok_or_else(|| OAuthError::grant("the authorization was revoked"))?;
+    tracing::info!(client_id = %client.client_id, subject = %grant.subject, "tokens issued");
+    issue_tokens(inner, &grant, &record.scopes).await
+}
+
+async fn refresh_grant(
+    inner: &Inner,
+    client: &ClientRecord,
+    form: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let token = form
+        .get("refresh_token")
+        .ok_or_else(|| OAuthError::bad("invalid_request", "refresh_token is required"))?;
+    let key = hash(token);
+    let store = inner.store.as_ref();
+    let (grant_id, record_client, scopes) = match records::take::<RefreshRecord>(
+        store,
+        Namespace::RefreshTokens,
+        &key,
+    )
+    .await
+    .map_err(OAuthError::store)?
+    {
+        Some(r) => {
+            let used = UsedRefresh {
+                grant_id: r.grant_id.clone(),
+                client_id: r.client_id.clone(),
+                scopes: r.scopes.clone(),
+                used_at_ms: now_ms(),
+            };
+            records::save(
+                store,
+                Namespace::UsedRefreshTokens,
+                &key,
+                &used,
+                Some(inner.config.refresh_token_ttl),
+            )
+            .await
+            .map_err(OAuthError::store)?;
+            (r.grant_id, r.client_id, r.scopes)
+        }
+        None => {
+            let Some(used) =
+                records::load::<UsedRefresh>(store, Namespace::UsedRefreshTokens, &key)
+                    .await
+                    .map_err(OAuthError::store)?
+            else {
+                return Err(OAuthError::grant("the refresh token is invalid or expired"));
+            };
+            let age = Duration::from_millis(now_ms().saturating_sub(used.used_at_ms));
+            if age > inner.config.refresh_grace || used.client_id != client.client_id {
+                tracing::warn!(client_id = %client.client_id, "refresh token reused; revoking the whole family");
+                revoke_grant(inner, &used.grant_id)
+                    .await
+                    .map_err(OAuthError::store)?;
+                return Err(OAuthError::grant(
+                    "the refresh token was already used; this sign-in is revoked",
+                ));
+            }
+            // Two concurrent refreshes by one client (two tabs, a retry): the late one
+            // gets a pair of its own rather than logging the user out.
+            (used.grant_id, used.client_id, used.scopes)
+        }
+    };
+    if record_client != client.client_id {
+        revoke_grant(inner, &grant_id)
+            .await
+            .map_err(OAuthError::store)?;
+        return Err(OAuthError::grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    let grant: Grant = records::load(store, Namespace::Grants, &grant_id)
+        .await
+        .map_err(OAuthError::store)?
+        .filter(|g: &Grant| !g.revoked)
+        .ok_or_else(|| OAuthError::grant("this sign-in was revoked"))?;
+    if let Some(r) = form.get("resource")
+        && normalise_resource(r).as_deref() != Some(grant.resource.as_str())
+    {
+        return Err(OAuthError::bad(
+            "invalid_target",
+            "the resource does not match the grant",
+        ));
+    }
+    let scopes = match form.get("scope") {
+        Some(s) => {
+            let asked: Vec<String> = s
+                .split(' ')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if asked.iter().any(|a| !scopes.contains(a)) {
+                return Err(OAuthError::bad(
+                    "invalid_scope",
+                    "a refresh cannot widen the granted scopes",
+                ));
+            }
+            asked
+        }
+        None => scopes,
+    };
+    // Keep the upstream sign-in alive: refresh it now if it is about to lapse.
+    refresh_upstream_if_needed(inner, &grant_id).await?;
+    issue_tokens(inner, &grant, &scopes).await
+}
+
+async fn refresh_upstream_if_needed(
+    inner: &Inner,
+    grant_id: &str,
+) -> Result<Option<UpstreamTokens>, OAuthError> {
+    let store = inner.store.as_ref();
+    let Some(mut grant) = records::load::<Grant>(store, Namespace::Grants, grant_id)
+        .await
+        .map_err(OAuthError::store)?
+    else {
+        return Ok(None);
+    };
+    let Some(sealed) = &grant.upstream_sealed else {
+        return Ok(None);
+    };
+    let Ok(plain) = inner.secrets.open(grant_id, sealed) else {
+        return Err(OAuthError::grant(
+            "the upstream sign-in cannot be read; sign in again",
+        ));
+    };
+    let Ok(mut tokens) = serde_json::from_slice::<UpstreamTokens>(&plain) else {
+        return Err(OAuthError::grant(
+            "the upstream sign-in cannot be read; sign in again",
+        ));
+    };
+    let expiring = tokens.expires_at.is_some_and(|e| e <= unix_now() + 60);
+    if expiring && let Some(rt) = tokens.refresh_token.clone() {
+        let fresh = inner
+            .upstream
+            .refresh(&rt)
+            .await
+            .map_err(OAuthError::upstream)?;
+        tokens = UpstreamTokens {
+            access_token: fresh.access_token,
+            refresh_token: fresh.refresh_token.or(Some(rt)),
+            id_token: fresh.id_token.or(tokens.id_token),
+            expires_at: fresh.expires_in.map(|e| unix_now() + e),
+        };
+        grant.upstream_sealed = seal_upstream(&inner.secrets, grant_id, &tokens);
+        records::save(
+            store,
+            Namespace::Grants,
+            grant_id,
+            &grant,
+            Some(inner.config.refresh_token_ttl),
+        )
+        .await
+        .map_err(OAuthError::store)?;
+        tracing::debug!(grant = %grant_id, "upstream tokens refreshed");
+    }
+    Ok(Some(tokens))
+}
+
+pub(in crate::proxy) async fn upstream_access_token(
+    inner: &Inner,
+    grant_id: &str,
+) -> Result<String, VerifyError> {
+    match refresh_upstream_if_needed(inner, grant_id).await {
+        Ok(Some(t)) => Ok(t.access_token),
+        Ok(None) => Err(InvalidToken::Inactive.into()),
+        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
+            Err(VerifyError::Unavailable(Unavailable {
+                retry_after: Duration::from_secs(5),
+                detail: e.description,
+            }))
+        }
+        Err(_) => Err(InvalidToken::Inactive.into()),
+    }
+}
+
+pub(super) async fn revoke(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    RawForm(body): RawForm,
+) -> Response {
+    let result = async {
+        let form = parse_form(&body)?;
+        let client = authenticate_client(&inner, &headers, &form).await?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::bad("invalid_request", "token is required"))?;
+        let store = inner.store.as_ref();
+        // A refresh token revokes its whole grant; so does one of our access tokens.
+        if let Some(r) =
+            records::load::<RefreshRecord>(store, Namespace::RefreshTokens, &hash(token))
+                .await
+                .map_err(OAuthError::store)?
+            && r.client_id == client.client_id
+        {
+            store
+                .delete(Namespace::RefreshTokens, &hash(token))
+                .await
+                .map_err(OAuthError::store)?;
+            revoke_grant(&inner, &r.grant_id)
+                .await
+                .map_err(OAuthError::store)?;
+        } else if let Ok(access) = inner
+            .verifier
+            .verify(&crate::types::BearerToken::new(token.as_str()))
+            .await
+            && access
+                .client_id()
+                .is_some_and(|c| c.as_str() == client.client_id)
+            && let Some(sid) = access.claim_str("sid")
+        {
+            revoke_grant(&inner, sid).await.map_err(OAuthError::store)?;
+        }
+        // RFC 7009 §2.2: unknown tokens get 200 too.
+        Ok::<Response, OAuthError>(no_store_json(StatusCode::OK, &json!({})))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
