@@ -67,6 +67,19 @@ fn set_cookie(inner: &Inner, response: &mut Response, base: &str, value: &str, m
     }
 }
 
+/// The value of one of our signed cookies, if the request carries it and its signature holds.
+fn signed_cookie<'a>(inner: &Inner, headers: &'a HeaderMap, base: &str) -> Option<&'a str> {
+    cookie(headers, &cookie_name(inner, base)).and_then(|c| inner.secrets.verify_cookie(c))
+}
+
+/// Takes (reads and deletes) a pending authorization; a storage failure becomes the page
+/// the person sees.
+async fn take_transaction(inner: &Inner, id: &str) -> Result<Option<Transaction>, Response> {
+    records::take(inner.store.as_ref(), Namespace::Transactions, id)
+        .await
+        .map_err(|e| storage_page(&e))
+}
+
 pub(super) async fn authorize(
     State(inner): State<Shared>,
     headers: HeaderMap,
@@ -186,8 +199,7 @@ pub(super) async fn authorize(
 
     // A decision the person asked us to remember for this client skips the page.
     if inner.config.remember_consent
-        && let Some(sub) = cookie(&headers, &cookie_name(&inner, REMEMBER_COOKIE))
-            .and_then(|c| inner.secrets.verify_cookie(c))
+        && let Some(sub) = signed_cookie(&inner, &headers, REMEMBER_COOKIE)
     {
         let key = format!("{sub}\u{0}{}", client.client_id);
         if let Ok(Some(granted)) =
@@ -260,16 +272,11 @@ pub(super) async fn consent(
             "The consent form is incomplete.",
         );
     };
-    let cookie_ok = cookie(&headers, &cookie_name(&inner, CONSENT_COOKIE))
-        .and_then(|c| inner.secrets.verify_cookie(c))
-        .is_some_and(|v| same(v, csrf));
-    let tx: Option<Transaction> =
-        match records::take(inner.store.as_ref(), Namespace::Transactions, txn_id).await {
-            Ok(t) => t,
-            Err(e) => {
-                return storage_page(&e);
-            }
-        };
+    let cookie_ok = signed_cookie(&inner, &headers, CONSENT_COOKIE).is_some_and(|v| same(v, csrf));
+    let tx = match take_transaction(&inner, txn_id).await {
+        Ok(t) => t,
+        Err(page) => return page,
+    };
     let Some(mut tx) = tx else {
         return error_page(
             StatusCode::BAD_REQUEST,
@@ -367,13 +374,10 @@ pub(super) async fn callback(
             "The identity provider's answer has no state.",
         );
     };
-    let tx: Option<Transaction> =
-        match records::take(inner.store.as_ref(), Namespace::Transactions, &hash(state)).await {
-            Ok(t) => t,
-            Err(e) => {
-                return storage_page(&e);
-            }
-        };
+    let tx = match take_transaction(&inner, &hash(state)).await {
+        Ok(t) => t,
+        Err(page) => return page,
+    };
     let Some(tx) = tx.filter(|t| t.upstream_verifier.is_some()) else {
         tracing::warn!("callback with an unknown, expired or reused state");
         return error_page(
@@ -382,8 +386,7 @@ pub(super) async fn callback(
             "This sign-in is unknown, expired or was already completed. Start again from your MCP client.",
         );
     };
-    let bound = cookie(&headers, &cookie_name(&inner, CONSENT_COOKIE))
-        .and_then(|c| inner.secrets.verify_cookie(c))
+    let bound = signed_cookie(&inner, &headers, CONSENT_COOKIE)
         .zip(tx.browser_binding.as_deref())
         .is_some_and(|(a, b)| same(a, b));
     if !bound {
