@@ -398,26 +398,23 @@ pub(super) async fn callback(
         );
     }
     let client_state = tx.state.as_deref();
+    // Every failure from here on goes back to the client, with its state.
+    let fail =
+        |code: &str, d: &str| redirect_error(&inner, &tx.redirect_uri, client_state, code, d);
     // RFC 9207: a response carrying another issuer's name is a mix-up attack.
     if let Some(iss) = q.get("iss") {
         match inner.upstream.issuer().await {
             Ok(expected) if iss.trim_end_matches('/') == expected.trim_end_matches('/') => {}
             _ => {
                 tracing::warn!(client_id = %tx.client_id, "callback iss does not name the upstream provider (mix-up)");
-                return redirect_error(
-                    &inner,
-                    &tx.redirect_uri,
-                    client_state,
+                return fail(
                     "access_denied",
                     "the identity provider's response failed the issuer check",
                 );
             }
         }
     } else if inner.upstream.sends_iss().await {
-        return redirect_error(
-            &inner,
-            &tx.redirect_uri,
-            client_state,
+        return fail(
             "access_denied",
             "the identity provider's response lacks its issuer",
         );
@@ -432,22 +429,13 @@ pub(super) async fn callback(
             | "interaction_required" => err.as_str(),
             _ => "access_denied",
         };
-        return redirect_error(
-            &inner,
-            &tx.redirect_uri,
-            client_state,
+        return fail(
             code,
             "the sign-in at the identity provider did not complete",
         );
     }
     let Some(code) = q.get("code") else {
-        return redirect_error(
-            &inner,
-            &tx.redirect_uri,
-            client_state,
-            "server_error",
-            "the identity provider returned no code",
-        );
+        return fail("server_error", "the identity provider returned no code");
     };
     let callback_uri = format!("{}/auth/callback", inner.config.issuer);
     let verifier = tx.upstream_verifier.clone().unwrap_or_default();
@@ -459,10 +447,7 @@ pub(super) async fn callback(
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "upstream code exchange failed");
-            return redirect_error(
-                &inner,
-                &tx.redirect_uri,
-                client_state,
+            return fail(
                 "server_error",
                 "the identity provider did not complete the sign-in",
             );
@@ -478,10 +463,7 @@ pub(super) async fn callback(
             Ok(c) => claims = c,
             Err(e) => {
                 tracing::warn!(error = %e, "upstream ID token refused");
-                return redirect_error(
-                    &inner,
-                    &tx.redirect_uri,
-                    client_state,
+                return fail(
                     "server_error",
                     "the identity provider's ID token is invalid",
                 );
@@ -494,13 +476,7 @@ pub(super) async fn callback(
                 if let (Some(a), Some(b)) = (claims.get("sub"), info.get("sub"))
                     && a != b
                 {
-                    return redirect_error(
-                        &inner,
-                        &tx.redirect_uri,
-                        client_state,
-                        "server_error",
-                        "the identity provider's answers disagree",
-                    );
+                    return fail("server_error", "the identity provider's answers disagree");
                 }
                 for (k, v) in info {
                     claims.entry(k).or_insert(v);
@@ -508,10 +484,7 @@ pub(super) async fn callback(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "upstream userinfo failed");
-                return redirect_error(
-                    &inner,
-                    &tx.redirect_uri,
-                    client_state,
+                return fail(
                     "server_error",
                     "the identity provider did not say who signed in",
                 );
@@ -537,10 +510,7 @@ pub(super) async fn callback(
         }
     }
     let Some(subject) = claims.get("sub").and_then(Value::as_str).map(str::to_owned) else {
-        return redirect_error(
-            &inner,
-            &tx.redirect_uri,
-            client_state,
+        return fail(
             "server_error",
             "the identity provider did not say who signed in",
         );
@@ -610,13 +580,7 @@ pub(super) async fn callback(
     };
     if let Err(e) = saved.await {
         tracing::error!(error = %e, "proxy storage failure");
-        return redirect_error(
-            &inner,
-            &tx.redirect_uri,
-            client_state,
-            "temporarily_unavailable",
-            "storage is unavailable",
-        );
+        return fail("temporarily_unavailable", "storage is unavailable");
     }
     tracing::info!(client_id = %tx.client_id, subject = %subject, "authorization granted");
     let mut params = vec![("code", our_code.as_str())];
