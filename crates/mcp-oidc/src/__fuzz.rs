@@ -19,7 +19,7 @@ pub type JsonObject = Map<String, Value>;
 
 /// The bearer token of an `Authorization` header map, as the resource server reads it.
 pub fn bearer_token(headers: &http::HeaderMap) -> Result<String, AuthError> {
-    crate::resource::bearer_token(headers).map(|t| t.secret().to_owned())
+    crate::resource::bearer_token(headers).map(str::to_owned)
 }
 
 /// Splits a compact JWS and strictly decodes its header and claims.

@@ -15,7 +15,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::mcp::{Authenticated, ToolPolicies};
+use crate::mcp::{Authenticated, SharedMcpService, ToolPolicies};
 use crate::resource::{
     BearerAuthLayer, LayerSettings, MetadataSource, ProtectedResource, SessionBindings,
     metadata_router,
@@ -234,12 +234,20 @@ impl McpOidc {
         let mcp = if self.stateful {
             Router::new().nest_service(
                 &mcp_path,
-                StreamableHttpService::new(make, Arc::new(LocalSessionManager::default()), config),
+                SharedMcpService::new(StreamableHttpService::new(
+                    make,
+                    Arc::new(LocalSessionManager::default()),
+                    config,
+                )),
             )
         } else {
             Router::new().nest_service(
                 &mcp_path,
-                StreamableHttpService::new(make, Arc::new(NeverSessionManager::default()), config),
+                SharedMcpService::new(StreamableHttpService::new(
+                    make,
+                    Arc::new(NeverSessionManager::default()),
+                    config,
+                )),
             )
         };
         let mcp = if self.auth_enabled {

@@ -121,7 +121,7 @@ impl BearerToken {
 
     /// SHA-256 of the token: what caches key on, so that no cache holds a usable credential.
     pub fn fingerprint(&self) -> TokenFingerprint {
-        TokenFingerprint(Sha256::digest(self.0.as_bytes()).into())
+        TokenFingerprint::of(&self.0)
     }
 }
 
@@ -142,6 +142,11 @@ impl fmt::Display for BearerToken {
 pub struct TokenFingerprint([u8; 32]);
 
 impl TokenFingerprint {
+    /// The digest of `token`, computed without copying it into a [`BearerToken`] first.
+    pub fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+
     /// A short, non-reversible label for logs (the first 8 hex digits of the digest).
     pub fn short(&self) -> String {
         self.0[..4].iter().map(|b| format!("{b:02x}")).collect()

@@ -14,6 +14,7 @@
 //! [`ToolPolicies`] are hidden from `tools/list` for callers who may not use them.
 
 mod policy;
+mod service;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -23,6 +24,7 @@ use rmcp::service::{NotificationContext, RequestContext, RoleServer, Subscriptio
 use rmcp::{ErrorData as McpError, ServerHandler};
 
 pub use policy::{Decision, ToolPolicies, ToolRequirement};
+pub use service::SharedMcpService;
 
 use crate::token::AccessToken;
 
