@@ -3,10 +3,8 @@
 //! server discovery, dynamic registration, sign-in (consent and login pages answered by a
 //! scripted browser), code exchange.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mcp_oidc::types::PkceCodeVerifier;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::browser::{Browser, Person};
 
@@ -44,18 +42,6 @@ pub struct TokenArgs {
     /// What to print: access_token, id_token, refresh_token or json.
     #[arg(long, default_value = "access_token")]
     pub print: String,
-}
-
-fn random_verifier() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
-fn s256(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
 /// The authorization server named by `server`'s protected-resource metadata.
@@ -135,7 +121,7 @@ pub async fn obtain(args: &TokenArgs) -> anyhow::Result<Value> {
         (None, None) => "mcp-oidc-cli".to_owned(),
     };
 
-    let verifier = random_verifier();
+    let verifier = PkceCodeVerifier::new_random();
     let state = uuid::Uuid::new_v4().simple().to_string();
     let mut url = url::Url::parse(&authorize)?;
     url.query_pairs_mut()
@@ -144,7 +130,7 @@ pub async fn obtain(args: &TokenArgs) -> anyhow::Result<Value> {
         .append_pair("redirect_uri", &args.redirect_uri)
         .append_pair("scope", &args.scope)
         .append_pair("state", &state)
-        .append_pair("code_challenge", &s256(&verifier))
+        .append_pair("code_challenge", verifier.challenge_s256().as_str())
         .append_pair("code_challenge_method", "S256")
         .append_pair("resource", &resource);
     let mut browser = Browser::new();
@@ -184,7 +170,7 @@ pub async fn obtain(args: &TokenArgs) -> anyhow::Result<Value> {
         ("grant_type", "authorization_code".to_owned()),
         ("code", code.clone()),
         ("redirect_uri", args.redirect_uri.clone()),
-        ("code_verifier", verifier),
+        ("code_verifier", verifier.secret().to_owned()),
         ("resource", resource),
     ];
     let mut request = http.post(&token_endpoint);

@@ -159,6 +159,57 @@ impl fmt::Debug for TokenFingerprint {
     }
 }
 
+/// A PKCE code verifier (RFC 7636 §4.1), the secret half of a PKCE pair. Redacted in
+/// `Debug`.
+///
+/// ```
+/// use mcp_oidc::types::PkceCodeVerifier;
+///
+/// let verifier = PkceCodeVerifier::new_random();
+/// let challenge = verifier.challenge_s256();
+/// // Send `challenge` (method S256) with the authorization request, and
+/// // `verifier.secret()` with the code exchange.
+/// assert_eq!(challenge.as_str().len(), 43);
+/// assert_eq!(format!("{verifier:?}"), "PkceCodeVerifier(<redacted>)");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct PkceCodeVerifier(String);
+
+impl PkceCodeVerifier {
+    /// A fresh verifier of 32 random bytes (43 base64url characters, the RFC's recommended
+    /// 256 bits of entropy).
+    pub fn new_random() -> Self {
+        Self(crate::proxy::crypto::random_token(32))
+    }
+
+    /// Wraps an existing verifier.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The verifier itself, for the code exchange. Never log it.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
+    /// Its S256 challenge: the unpadded base64url SHA-256 of the verifier (RFC 7636 §4.2).
+    pub fn challenge_s256(&self) -> PkceCodeChallenge {
+        PkceCodeChallenge(crate::proxy::crypto::pkce_challenge(&self.0))
+    }
+}
+
+impl fmt::Debug for PkceCodeVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PkceCodeVerifier(<redacted>)")
+    }
+}
+
+string_newtype!(
+    /// A PKCE S256 code challenge (RFC 7636 §4.2), made by
+    /// [`PkceCodeVerifier::challenge_s256`].
+    PkceCodeChallenge
+);
+
 /// A client secret (for introspection or the proxy's upstream client). Redacted in `Debug`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]

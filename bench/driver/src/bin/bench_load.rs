@@ -36,13 +36,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Args, Parser, Subcommand};
+use mcp_oidc::types::PkceCodeVerifier;
 use mcp_oidc_cli::browser::{Browser, Person};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Value, json};
-use sha2::Digest as _;
 use tokio::io::AsyncBufReadExt as _;
 
 const PROTOCOL: &str = "2025-06-18";
@@ -585,13 +583,9 @@ async fn run_sessions(a: SessionArgs) -> anyhow::Result<()> {
 }
 
 fn pkce() -> (String, String) {
-    let verifier = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
-    (verifier, challenge)
+    let verifier = PkceCodeVerifier::new_random();
+    let challenge = verifier.challenge_s256().into_inner();
+    (verifier.secret().to_owned(), challenge)
 }
 
 async fn run_codes(a: CodeArgs) -> anyhow::Result<()> {

@@ -5,10 +5,8 @@
 
 use std::path::PathBuf;
 
+use mcp_oidc::types::PkceCodeVerifier;
 use serde_json::Value;
-
-use base64::Engine as _;
-use sha2::Digest as _;
 
 /// A port that was free a moment ago, for servers that must know their URL before binding.
 pub fn free_port() -> u16 {
@@ -44,16 +42,10 @@ pub struct Pkce {
 
 /// A fresh PKCE pair.
 pub fn pkce() -> Pkce {
-    let verifier = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let verifier = PkceCodeVerifier::new_random();
     Pkce {
-        verifier,
-        challenge,
+        challenge: verifier.challenge_s256().into_inner(),
+        verifier: verifier.secret().to_owned(),
     }
 }
 

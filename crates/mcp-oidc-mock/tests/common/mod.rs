@@ -5,14 +5,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Header, Validation};
+use mcp_oidc::types::PkceCodeVerifier;
 use mcp_oidc_mock::{MockConfig, MockProvider, RunningMock};
 use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
-use sha2::Digest as _;
 
 pub const REDIRECT: &str = "http://localhost:9401/callback";
 pub const RESOURCE: &str = "http://localhost:8000/mcp";
@@ -55,13 +53,9 @@ pub fn claims(value: Value) -> Map<String, Value> {
 
 /// A PKCE verifier and its S256 challenge.
 pub fn pkce() -> (String, String) {
-    let verifier = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
-    (verifier, challenge)
+    let verifier = PkceCodeVerifier::new_random();
+    let challenge = verifier.challenge_s256().into_inner();
+    (verifier.secret().to_owned(), challenge)
 }
 
 impl Mock {

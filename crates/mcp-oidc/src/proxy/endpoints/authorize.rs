@@ -10,12 +10,13 @@ use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Map, Value, json};
 
-use crate::proxy::crypto::{hash, pkce_challenge, random_token, same};
+use crate::proxy::crypto::{hash, random_token, same};
 use crate::proxy::pages::{ConsentView, consent_page, error_page};
 use crate::proxy::records::{self, CodeRecord, Grant, Transaction, UpstreamTokens};
 use crate::proxy::{Inner, claims_from_upstream, seal_upstream};
 use crate::store::{Namespace, StoreError};
 use crate::token::unix_now;
+use crate::types::PkceCodeVerifier;
 
 use super::clients::find_client;
 use super::errors::{parse_form, redirect, redirect_error, redirect_with, storage_page};
@@ -309,11 +310,11 @@ pub(super) async fn consent(
 /// Sends the browser to the upstream provider, with our own PKCE pair and a state that is
 /// single-use, expires in 10 minutes, and is bound to this browser by a signed cookie.
 async fn start_upstream(inner: &Inner, mut tx: Transaction) -> Response {
-    let verifier = random_token(48);
+    let verifier = PkceCodeVerifier::new_random();
     let nonce = random_token(24);
     let upstream_state = random_token(32);
     let binding = random_token(24);
-    tx.upstream_verifier = Some(verifier.clone());
+    tx.upstream_verifier = Some(verifier.secret().to_owned());
     tx.upstream_nonce = Some(nonce.clone());
     tx.browser_binding = Some(binding.clone());
     if let Err(e) = records::save(
@@ -333,7 +334,7 @@ async fn start_upstream(inner: &Inner, mut tx: Transaction) -> Response {
         .authorize_url(
             &callback,
             &upstream_state,
-            &pkce_challenge(&verifier),
+            verifier.challenge_s256().as_str(),
             &nonce,
         )
         .await
