@@ -131,4 +131,37 @@ impl ToolPolicies {
     pub fn allows(&self, tool: &str, token: &AccessToken) -> bool {
         self.decide(tool, token) == Decision::Allow
     }
+
+    /// Whether a JSON request `body` may call a tool that has a rule; `false` is certain.
+    ///
+    /// Without a backslash in the body no JSON string in it is escaped, so a string equal
+    /// to a tool's name appears in the body byte for byte. This lets the bearer layer skip
+    /// parsing the bodies that cannot concern a rule, which is most of them.
+    pub(crate) fn may_concern(&self, body: &[u8]) -> bool {
+        memchr::memchr(b'\\', body).is_some()
+            || self
+                .rules
+                .keys()
+                .any(|name| memchr::memmem::find(body, name.as_bytes()).is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_naming_a_ruled_tool_or_escaping_anything_may_concern_a_rule() {
+        let rules = ToolPolicies::new().require_scopes("write_note", ["mcp:write"]);
+        let call = |name: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}"}}}}"#
+            )
+        };
+        assert!(!rules.may_concern(call("process_data").as_bytes()));
+        assert!(rules.may_concern(call("write_note").as_bytes()));
+        // The same call with the name escaped: no literal match, but the backslash tells.
+        assert!(rules.may_concern(call(r"write\u005fnote").as_bytes()));
+        assert!(!ToolPolicies::new().may_concern(call("write_note").as_bytes()));
+    }
 }

@@ -263,8 +263,10 @@ async fn authorize(
         let bytes = axum::body::to_bytes(body, shared.settings.max_body_bytes)
             .await
             .map_err(|_| AuthError::PayloadTooLarge)?;
-        for tool in called_tools(&bytes) {
-            check_tool(shared, &tool, &access)?;
+        if shared.settings.tool_policies.may_concern(&bytes) {
+            for tool in called_tools(&bytes) {
+                check_tool(shared, &tool, &access)?;
+            }
         }
         Body::from(bytes)
     };
@@ -380,26 +382,30 @@ fn not_ascii() -> AuthError {
 /// `token` as a string if it is an RFC 6750 `b64token`.
 fn b64token(token: &[u8]) -> Option<&str> {
     let end = token.iter().rposition(|b| *b != b'=')? + 1;
-    // A table lookup per byte: this runs over every request's token (about a kilobyte).
-    if !token[..end].iter().all(|b| B64TOKEN[usize::from(*b)]) {
+    // This runs over every request's token (about a kilobyte). Branch-free tests folded
+    // over fixed-size chunks let the compiler check many bytes per instruction.
+    let valid = token[..end]
+        .chunks(32)
+        .all(|chunk| chunk.iter().fold(true, |ok, &b| ok & is_b64token_char(b)));
+    if !valid {
         return None;
     }
     // Every byte is ASCII now, so this cannot fail; no `unsafe` needed for it.
     std::str::from_utf8(token).ok()
 }
 
-/// The characters of RFC 6750's `b64token` before its trailing `=`s.
-static B64TOKEN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        table[i] =
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-        i += 1;
-    }
-    table
-};
+/// A character of RFC 6750's `b64token` before its trailing `=`s.
+fn is_b64token_char(b: u8) -> bool {
+    // `| 0x20` folds exactly the upper-case letters onto the lower-case ones.
+    ((b | 0x20).wrapping_sub(b'a') < 26)
+        | (b.wrapping_sub(b'0') < 10)
+        | (b == b'-')
+        | (b == b'.')
+        | (b == b'_')
+        | (b == b'~')
+        | (b == b'+')
+        | (b == b'/')
+}
 
 #[derive(Deserialize)]
 struct PeekMessage<'a> {
@@ -491,6 +497,17 @@ mod tests {
         let batch = br#"[{"method":"tools/list"},{"method":"tools/call","params":{"name":"y"}}]"#;
         assert_eq!(called_tools(batch), vec!["y"]);
         assert!(called_tools(b"garbage").is_empty());
+        let escaped = br#"{"method":"tools/call","params":{"name":"write\u005fnote"}}"#;
+        assert_eq!(called_tools(escaped), vec!["write_note"]);
+    }
+
+    #[test]
+    fn b64token_characters_are_exactly_the_rfc_6750_set() {
+        for b in 0..=255u8 {
+            let expected =
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+            assert_eq!(is_b64token_char(b), expected, "byte {b:#04x}");
+        }
     }
 
     #[test]
