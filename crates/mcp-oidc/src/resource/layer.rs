@@ -335,8 +335,8 @@ fn query_has_token(query: Option<&str>) -> bool {
 /// Extracts the token from the `Authorization` header (RFC 6750 §2.1). The scheme is
 /// case-insensitive and may be followed by several spaces; the token must be a `b64token`.
 ///
-/// Works on the header's bytes in one pass over the token: this runs on every request, and
-/// the b64token check already proves the token is ASCII.
+/// Works on the header's bytes: this runs on every request, and the b64token check already
+/// proves the token is ASCII, so the header is not checked for it first.
 pub(crate) fn bearer_token(headers: &http::HeaderMap) -> Result<&str, AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
