@@ -146,6 +146,11 @@ pub struct Settings {
     /// Request timeout, in seconds [default: 30].
     #[arg(long, env = "MCP_OIDC_REQUEST_TIMEOUT_SECS")]
     pub request_timeout_secs: Option<u64>,
+    /// Seconds a session may sit idle before its memory is released; its next request
+    /// resumes it transparently under the same id. 0 turns this off (an idle session then
+    /// ends after 5 minutes) [default: 300].
+    #[arg(long, env = "MCP_OIDC_SESSION_HIBERNATE_SECS")]
+    pub session_hibernate_secs: Option<u64>,
     /// Largest request body, in bytes [default: 4194304].
     #[arg(long, env = "MCP_OIDC_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -298,6 +303,8 @@ pub struct Resolved {
     pub request_timeout: Duration,
     /// Body limit.
     pub max_body_bytes: usize,
+    /// Idle time before a session hibernates (`None`: never).
+    pub session_hibernation: Option<Duration>,
     /// What to mirror at the AS metadata locations.
     pub as_metadata: MetadataSource,
     /// Auth off (benchmarks).
@@ -531,6 +538,11 @@ impl Settings {
             allowed_origins: self.allowed_origins.clone().unwrap_or_default(),
             request_timeout: Duration::from_secs(self.request_timeout_secs.unwrap_or(30)),
             max_body_bytes: self.max_body_bytes.unwrap_or(4 * 1024 * 1024),
+            session_hibernation: match self.session_hibernate_secs {
+                None => Some(mcp_oidc::server::DEFAULT_SESSION_HIBERNATION),
+                Some(0) => None,
+                Some(secs) => Some(Duration::from_secs(secs)),
+            },
             as_metadata,
             auth_disabled,
             jwt,
@@ -782,5 +794,22 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(s.resolve().err().unwrap().key, "bind");
+    }
+
+    #[tokio::test]
+    async fn session_hibernation_defaults_to_five_minutes_and_zero_turns_it_off() {
+        let base = "issuer = \"http://localhost:9400\"\n";
+        let r = Settings::from_toml(base).unwrap().resolve().unwrap();
+        assert_eq!(r.session_hibernation, Some(Duration::from_secs(300)));
+        let r = Settings::from_toml(&format!("{base}session_hibernate_secs = 0"))
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(r.session_hibernation, None);
+        let r = Settings::from_toml(&format!("{base}session_hibernate_secs = 30"))
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(r.session_hibernation, Some(Duration::from_secs(30)));
     }
 }

@@ -40,6 +40,7 @@ pub async fn demo_router(
         .allowed_origins(resolved.allowed_origins)
         .request_timeout(resolved.request_timeout)
         .max_body_bytes(resolved.max_body_bytes)
+        .session_hibernation(resolved.session_hibernation)
         .cancellation_token(cancel);
     if resolved.stateless {
         server = server.stateless(resolved.json_response);

@@ -22,6 +22,10 @@ use crate::resource::{
 };
 use crate::token::{TokenCache, TokenVerifier};
 
+/// How long a session may be idle before it hibernates, unless told otherwise
+/// ([`McpOidc::session_hibernation`]).
+pub const DEFAULT_SESSION_HIBERNATION: Duration = Duration::from_secs(300);
+
 /// Builds the router of a protected MCP server.
 ///
 /// ```no_run
@@ -59,6 +63,7 @@ pub struct McpOidc {
     max_body_bytes: usize,
     refusal_log_per_second: u64,
     cancel: CancellationToken,
+    session_hibernation: Option<Duration>,
     auth_enabled: bool,
     extra_routes: Option<Router>,
     proxy: Option<crate::proxy::OAuthProxy>,
@@ -91,6 +96,7 @@ impl McpOidc {
             max_body_bytes: 4 * 1024 * 1024,
             refusal_log_per_second: LayerSettings::default().refusal_log_per_second,
             cancel: CancellationToken::new(),
+            session_hibernation: Some(DEFAULT_SESSION_HIBERNATION),
             auth_enabled: true,
             extra_routes: None,
             proxy: None,
@@ -157,6 +163,23 @@ impl McpOidc {
     /// Largest request body.
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
+        self
+    }
+
+    /// How long a session may sit idle (no request, no message from its handler) before its
+    /// memory is released: rmcp's worker for it, its channels and the handler instance stop,
+    /// and only its owner and the client's `initialize` parameters are kept. Its next request
+    /// brings it back transparently, under the same id and owner, with a new handler from the
+    /// factory (rmcp replays `initialize` to it). Default: 5 minutes, the idle time after which
+    /// rmcp alone would end the session for good.
+    ///
+    /// `None` turns hibernation off: an idle session then ends after rmcp's keep-alive
+    /// (5 minutes) and its client must initialize a new one. Handlers that keep per-session
+    /// state in themselves, or send server-initiated messages from background tasks long
+    /// after the last request, see a fresh handler after hibernation; give them a longer
+    /// period or `None`.
+    pub fn session_hibernation(mut self, idle: Option<Duration>) -> Self {
+        self.session_hibernation = idle;
         self
     }
 
@@ -231,14 +254,19 @@ impl McpOidc {
         let policies = self.policies.clone();
         let make = move || Ok(Authenticated::with_policies(factory(), policies.clone()));
         let mcp_path = self.resource.mcp_path().to_owned();
-        let mcp = if self.stateful {
+        // One table for both jobs: who owns each session (checked by the bearer layer) and
+        // what it takes to resume it (read by rmcp), so both are forgotten together.
+        let sessions = self.stateful.then(SessionBindings::default);
+        let mcp = if let Some(sessions) = &sessions {
+            let mut config = config;
+            let mut manager = LocalSessionManager::default();
+            if let Some(idle) = self.session_hibernation {
+                manager.session_config.keep_alive = Some(idle);
+                config.session_store = Some(Arc::new(sessions.clone()));
+            }
             Router::new().nest_service(
                 &mcp_path,
-                SharedMcpService::new(StreamableHttpService::new(
-                    make,
-                    Arc::new(LocalSessionManager::default()),
-                    config,
-                )),
+                SharedMcpService::new(StreamableHttpService::new(make, Arc::new(manager), config)),
             )
         } else {
             Router::new().nest_service(
@@ -254,7 +282,7 @@ impl McpOidc {
             let settings = LayerSettings {
                 cache: self.cache,
                 tool_policies: self.policies,
-                sessions: self.stateful.then(SessionBindings::default),
+                sessions,
                 max_body_bytes: self.max_body_bytes,
                 refusal_log_per_second: self.refusal_log_per_second,
             };

@@ -384,6 +384,205 @@ async fn another_users_token_on_a_session_is_refused_as_unknown_and_the_owner_st
     assert!(text.contains(r#"\"sub\":\"alice\""#), "{text}");
 }
 
+/// A raw MCP POST on a session.
+async fn on_session(url: &str, session: &str, auth: &str, body: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("authorization", auth)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Initializes a session for `auth` (initialize + notifications/initialized); its id.
+async fn open_session(url: &str, auth: &str) -> String {
+    let r = post(url, Some(auth), INIT).await;
+    assert_eq!(r.status(), 200);
+    let session = header(&r, "mcp-session-id");
+    let _ = r.text().await;
+    let r = on_session(
+        url,
+        &session,
+        auth,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    session
+}
+
+#[tokio::test]
+async fn an_idle_session_hibernates_and_its_next_request_resumes_it_under_the_same_id() {
+    let issuer = TestIssuer::start().await;
+    let url = issuer.url.clone();
+    let served = serve_probe(
+        |r| Arc::new(jwt_verifier(&url, r.resource(), JwksSettings::default())),
+        |s| s.session_hibernation(Some(Duration::from_millis(300))),
+    )
+    .await;
+    let alice = format!(
+        "Bearer {}",
+        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
+    );
+    let session = open_session(&served.mcp_url, &alice).await;
+    let r = on_session(
+        &served.mcp_url,
+        &session,
+        &alice,
+        &call("whoami", json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains(r#"\"sub\":\"alice\""#));
+    assert_eq!(served.handlers.load(Ordering::SeqCst), 1);
+
+    // Idle past the hibernation period: rmcp's worker for the session ends.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let r = on_session(
+        &served.mcp_url,
+        &session,
+        &alice,
+        &call("whoami", json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains(r#"\"sub\":\"alice\""#), "{text}");
+    assert_eq!(
+        served.handlers.load(Ordering::SeqCst),
+        2,
+        "the session was rebuilt with a new handler"
+    );
+    // Live again: the next request is served by the same handler.
+    let r = on_session(
+        &served.mcp_url,
+        &session,
+        &alice,
+        &call("whoami", json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await;
+    assert_eq!(served.handlers.load(Ordering::SeqCst), 2);
+    assert_eq!(served.calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_hibernated_session_stays_bound_to_its_owner_and_a_deleted_one_is_not_resumed() {
+    let issuer = TestIssuer::start().await;
+    let url = issuer.url.clone();
+    let served = serve_probe(
+        |r| Arc::new(jwt_verifier(&url, r.resource(), JwksSettings::default())),
+        |s| s.session_hibernation(Some(Duration::from_millis(300))),
+    )
+    .await;
+    let alice = format!(
+        "Bearer {}",
+        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
+    );
+    let bob = format!(
+        "Bearer {}",
+        issuer.rs256(&issuer.claims("bob", &served.mcp_url))
+    );
+    let session = open_session(&served.mcp_url, &alice).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+
+    let r = on_session(&served.mcp_url, &session, &bob, &call("whoami", json!({}))).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        served.handlers.load(Ordering::SeqCst),
+        1,
+        "another user's request must not resume the session"
+    );
+    let r = on_session(
+        &served.mcp_url,
+        &session,
+        &alice,
+        &call("whoami", json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await;
+
+    let r = reqwest::Client::new()
+        .delete(&served.mcp_url)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = on_session(
+        &served.mcp_url,
+        &session,
+        &alice,
+        &call("whoami", json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(served.handlers.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn rmcp_client_keeps_working_across_its_sessions_hibernation() {
+    let issuer = TestIssuer::start().await;
+    let url = issuer.url.clone();
+    let served = serve_probe(
+        |r| Arc::new(jwt_verifier(&url, r.resource(), JwksSettings::default())),
+        |s| s.session_hibernation(Some(Duration::from_millis(300))),
+    )
+    .await;
+    let token = issuer.rs256(&issuer.claims("alice", &served.mcp_url));
+    let client = connect(&served.mcp_url, &token).await.unwrap();
+    for _ in 0..3 {
+        let result = client
+            .call_tool(CallToolRequestParams::new("whoami"))
+            .await
+            .unwrap();
+        let text = &result.content[0].as_text().unwrap().text;
+        assert!(text.contains(r#""sub":"alice""#), "{text}");
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    assert!(
+        served.handlers.load(Ordering::SeqCst) >= 3,
+        "each call after an idle period resumed the session"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_hibernation_an_idle_session_keeps_its_handler() {
+    let issuer = TestIssuer::start().await;
+    let url = issuer.url.clone();
+    let served = serve_probe(
+        |r| Arc::new(jwt_verifier(&url, r.resource(), JwksSettings::default())),
+        |s| s.session_hibernation(None),
+    )
+    .await;
+    let alice = format!(
+        "Bearer {}",
+        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
+    );
+    let session = open_session(&served.mcp_url, &alice).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let r = on_session(
+        &served.mcp_url,
+        &session,
+        &alice,
+        &call("whoami", json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await;
+    assert_eq!(served.handlers.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn provider_down_at_startup_gets_503_with_retry_after_then_recovers_by_itself() {
     let issuer = TestIssuer::start_with(true).await;

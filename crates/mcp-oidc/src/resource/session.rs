@@ -1,16 +1,34 @@
-//! Binding MCP sessions to the user who created them.
+//! Binding MCP sessions to the user who created them, and keeping idle sessions resumable.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use rmcp::transport::streamable_http_server::session::{
+    SessionState, SessionStore, SessionStoreError,
+};
+
+/// What is remembered of one session: who created it and, once rmcp has recorded it, the
+/// client's `initialize` parameters (all it takes to bring a hibernated session back).
+#[derive(Clone, Default)]
+struct Entry {
+    owner: Option<Arc<str>>,
+    state: Option<Arc<SessionState>>,
+}
 
 /// Remembers which principal (issuer + subject) created each `Mcp-Session-Id`.
 ///
 /// A session presented with anyone else's token — or one this table does not know — is
 /// answered 404 exactly as an unknown session, so a stolen or guessed session id is worth
 /// nothing without its owner's token.
+///
+/// It is also rmcp's [`SessionStore`]: next to the owner it keeps the client's `initialize`
+/// parameters (a few hundred bytes). A session whose worker was ended for being idle
+/// ("hibernated", see [`crate::McpOidc::session_hibernation`]) is rebuilt from them on its
+/// next request, with the same id and owner, without the client noticing. An entry lives as
+/// long as its session is used at least once per `idle` period.
 #[derive(Clone)]
 pub struct SessionBindings {
-    map: moka::sync::Cache<Arc<str>, Arc<str>>,
+    map: moka::sync::Cache<Arc<str>, Entry>,
 }
 
 impl SessionBindings {
@@ -26,19 +44,36 @@ impl SessionBindings {
 
     /// Records that `principal` created `session`.
     pub fn bind(&self, session: &str, principal: &str) {
-        self.map.insert(Arc::from(session), Arc::from(principal));
+        let principal: Arc<str> = Arc::from(principal);
+        self.map
+            .entry(Arc::from(session))
+            .and_upsert_with(|known| Entry {
+                owner: Some(principal),
+                state: known.and_then(|e| e.into_value().state),
+            });
     }
 
     /// Whether `principal` may use `session`.
     pub fn allows(&self, session: &str, principal: &str) -> bool {
         self.map
             .get(session)
+            .and_then(|e| e.owner)
             .is_some_and(|owner| owner.as_ref() == principal)
     }
 
     /// Forgets a session (after it was deleted).
     pub fn unbind(&self, session: &str) {
         self.map.invalidate(session);
+    }
+
+    fn remember_state(&self, session: &str, state: &SessionState) {
+        let state = Arc::new(state.clone());
+        self.map
+            .entry(Arc::from(session))
+            .and_upsert_with(|known| Entry {
+                owner: known.and_then(|e| e.into_value().owner),
+                state: Some(state),
+            });
     }
 }
 
@@ -51,5 +86,69 @@ impl Default for SessionBindings {
 impl std::fmt::Debug for SessionBindings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SessionBindings({} sessions)", self.map.entry_count())
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for SessionBindings {
+    async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
+        Ok(self
+            .map
+            .get(session_id)
+            .and_then(|e| e.state)
+            .map(|s| SessionState::clone(&s)))
+    }
+
+    async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
+        self.remember_state(session_id, state);
+        Ok(())
+    }
+
+    async fn delete(&self, session_id: &str) -> Result<(), SessionStoreError> {
+        self.unbind(session_id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::InitializeRequestParams;
+
+    fn state() -> SessionState {
+        SessionState::new(InitializeRequestParams::default())
+    }
+
+    #[tokio::test]
+    async fn binding_after_the_state_keeps_the_state_and_the_reverse_keeps_the_owner() {
+        let b = SessionBindings::default();
+        b.store("s1", &state()).await.unwrap();
+        b.bind("s1", "alice");
+        assert!(b.allows("s1", "alice"));
+        assert!(b.load("s1").await.unwrap().is_some());
+
+        b.bind("s2", "bob");
+        b.store("s2", &state()).await.unwrap();
+        assert!(b.allows("s2", "bob"));
+        assert!(!b.allows("s2", "alice"));
+        assert!(b.load("s2").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_session_known_only_by_its_state_belongs_to_nobody() {
+        let b = SessionBindings::default();
+        b.store("s1", &state()).await.unwrap();
+        assert!(!b.allows("s1", ""));
+        assert!(!b.allows("s1", "alice"));
+    }
+
+    #[tokio::test]
+    async fn deleting_forgets_owner_and_state() {
+        let b = SessionBindings::default();
+        b.bind("s1", "alice");
+        b.store("s1", &state()).await.unwrap();
+        b.delete("s1").await.unwrap();
+        assert!(!b.allows("s1", "alice"));
+        assert!(b.load("s1").await.unwrap().is_none());
     }
 }

@@ -312,6 +312,9 @@ pub struct Served {
     pub base: String,
     pub mcp_url: String,
     pub calls: Arc<AtomicUsize>,
+    /// How many handlers the factory has made (one per session, and one more for each
+    /// session resumed after hibernation).
+    pub handlers: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -335,8 +338,14 @@ pub async fn serve_probe(
     resource.authorization_servers = v.issuers().iter().map(|i| i.to_string()).collect();
     let calls = Arc::new(AtomicUsize::new(0));
     let probe_calls = calls.clone();
-    let router = configure(McpOidc::with_arc(resource, v).tool_policies(probe_policies()))
-        .router(move || Probe::new(probe_calls.clone()));
+    let handlers = Arc::new(AtomicUsize::new(0));
+    let made = handlers.clone();
+    let router = configure(McpOidc::with_arc(resource, v).tool_policies(probe_policies())).router(
+        move || {
+            made.fetch_add(1, Ordering::SeqCst);
+            Probe::new(probe_calls.clone())
+        },
+    );
     let task = tokio::spawn(async move {
         let _ = mcp_oidc::serve(listener, router, std::future::pending()).await;
     });
@@ -344,6 +353,7 @@ pub async fn serve_probe(
         mcp_url: format!("{base}/mcp"),
         base,
         calls,
+        handlers,
         task,
     }
 }
