@@ -3,6 +3,7 @@
 use std::future::Future;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use mcp_oidc::McpOidc;
 use mcp_oidc::proxy::OAuthProxy;
@@ -64,7 +65,82 @@ pub async fn serve_demo(
     let router = demo_router(resolved, cancel.clone())
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    tokio::spawn(release_freed_memory(cancel.clone()));
     let result = mcp_oidc::serve(listener, router, shutdown).await;
     cancel.cancel();
     result
+}
+
+/// How often the allocator is asked how much memory it holds free.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How much more must have been freed since the last release before another is worth it.
+const RELEASE_THRESHOLD: u32 = 32 << 20;
+
+/// Hands memory freed inside the process back to the system once a lot of it has been
+/// freed (checked every [`RELEASE_INTERVAL`]).
+///
+/// When sessions end or hibernate, rmcp frees their channels and workers (about 50 KB each),
+/// but glibc's allocator keeps the pages: the few hundred bytes each session leaves behind
+/// (its owner and `initialize` parameters) sit among them, so nothing is at the top of the
+/// heap for glibc to trim by itself. `malloc_trim` returns every whole free page wherever it
+/// is. It walks the whole heap, so it runs off the request threads and only after at least
+/// [`RELEASE_THRESHOLD`] more bytes became free. Other allocators return memory on their own;
+/// there this does nothing.
+async fn release_freed_memory(cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(RELEASE_INTERVAL);
+    tick.tick().await;
+    let mut free_at_last_release = heap::free_bytes();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let free = heap::free_bytes();
+        // Wrapping: glibc counts in a C int; only the growth since the last release matters.
+        if free.wrapping_sub(free_at_last_release) < RELEASE_THRESHOLD
+            || free < free_at_last_release
+        {
+            free_at_last_release = free_at_last_release.min(free);
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let released = tokio::task::spawn_blocking(heap::release)
+            .await
+            .unwrap_or(false);
+        free_at_last_release = free;
+        tracing::debug!(
+            released,
+            free_mib = free >> 20,
+            took_us = started.elapsed().as_micros() as u64,
+            "freed memory handed back to the system"
+        );
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod heap {
+    /// Bytes glibc holds free in its arenas (wrapping at 4 GiB).
+    pub fn free_bytes() -> u32 {
+        // SAFETY: mallinfo takes no arguments and returns a plain struct of counters.
+        let info = unsafe { libc::mallinfo() };
+        info.fordblks as u32
+    }
+
+    /// Returns whole free pages to the system; whether any were.
+    pub fn release() -> bool {
+        // SAFETY: malloc_trim takes no pointers and only walks glibc's own free lists, under
+        // the allocator's locks; it is safe to call at any time from any thread.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+mod heap {
+    pub fn free_bytes() -> u32 {
+        0
+    }
+    pub fn release() -> bool {
+        false
+    }
 }

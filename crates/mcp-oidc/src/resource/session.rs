@@ -8,11 +8,13 @@ use rmcp::transport::streamable_http_server::session::{
 };
 
 /// What is remembered of one session: who created it and, once rmcp has recorded it, the
-/// client's `initialize` parameters (all it takes to bring a hibernated session back).
+/// client's `initialize` parameters (all it takes to bring a hibernated session back),
+/// kept as their JSON: one small block instead of a dozen, since thousands of idle
+/// sessions may be kept and a resume is rare enough to parse it again.
 #[derive(Clone, Default)]
 struct Entry {
     owner: Option<Arc<str>>,
-    state: Option<Arc<SessionState>>,
+    state: Option<Arc<str>>,
 }
 
 /// Remembers which principal (issuer + subject) created each `Mcp-Session-Id`.
@@ -66,14 +68,15 @@ impl SessionBindings {
         self.map.invalidate(session);
     }
 
-    fn remember_state(&self, session: &str, state: &SessionState) {
-        let state = Arc::new(state.clone());
+    fn remember_state(&self, session: &str, state: &SessionState) -> serde_json::Result<()> {
+        let state: Arc<str> = Arc::from(serde_json::to_string(state)?);
         self.map
             .entry(Arc::from(session))
             .and_upsert_with(|known| Entry {
                 owner: known.and_then(|e| e.into_value().owner),
                 state: Some(state),
             });
+        Ok(())
     }
 }
 
@@ -92,16 +95,14 @@ impl std::fmt::Debug for SessionBindings {
 #[async_trait::async_trait]
 impl SessionStore for SessionBindings {
     async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
-        Ok(self
-            .map
-            .get(session_id)
-            .and_then(|e| e.state)
-            .map(|s| SessionState::clone(&s)))
+        match self.map.get(session_id).and_then(|e| e.state) {
+            Some(json) => Ok(Some(serde_json::from_str(&json)?)),
+            None => Ok(None),
+        }
     }
 
     async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
-        self.remember_state(session_id, state);
-        Ok(())
+        Ok(self.remember_state(session_id, state)?)
     }
 
     async fn delete(&self, session_id: &str) -> Result<(), SessionStoreError> {
