@@ -196,10 +196,11 @@ pub struct Settings {
     /// signing keys [default: generated once into {state_dir}/proxy-secret].
     #[arg(long, env = "MCP_OIDC_PROXY_SECRET", hide_env_values = true)]
     pub proxy_secret: Option<String>,
-    /// OAuth proxy: where state lives: sqlite or memory [default: sqlite].
+    /// Where state lives (the OAuth proxy's records and the MCP sessions, which then survive
+    /// restarts): sqlite or memory [default: sqlite with the proxy, else sessions in memory].
     #[arg(long, env = "MCP_OIDC_STORE")]
     pub store: Option<String>,
-    /// OAuth proxy: directory of the SQLite database and the generated secret [default: .mcp-oidc].
+    /// Directory of the SQLite database and the proxy's generated secret [default: .mcp-oidc].
     #[arg(long, env = "MCP_OIDC_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// OAuth proxy: allowed redirect URI patterns, comma-separated (e.g. http://localhost:*,https://*.example.com/*).
@@ -305,6 +306,8 @@ pub struct Resolved {
     pub max_body_bytes: usize,
     /// Idle time before a session hibernates (`None`: never).
     pub session_hibernation: Option<Duration>,
+    /// Where sessions are kept beyond memory (the proxy's store, or `store` when set).
+    pub session_store: Option<StoreChoice>,
     /// What to mirror at the AS metadata locations.
     pub as_metadata: MetadataSource,
     /// Auth off (benchmarks).
@@ -526,8 +529,17 @@ impl Settings {
             None
         };
 
+        // The proxy's store keeps the sessions too; without the proxy they are kept on
+        // disk only when a store is asked for, so a plain `serve` writes no files.
+        let session_store = match (&proxy, &self.store) {
+            (Some(plan), _) => Some(plan.store.clone()),
+            (None, Some(_)) => Some(self.store_choice()?),
+            (None, None) => None,
+        };
+
         Ok(Resolved {
             proxy,
+            session_store,
             bind,
             resource,
             verifier: Arc::new(verifiers),
@@ -552,6 +564,23 @@ impl Settings {
 }
 
 impl Settings {
+    fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".mcp-oidc"))
+    }
+
+    fn store_choice(&self) -> Result<StoreChoice, ConfigError> {
+        match self.store.as_deref() {
+            None | Some("sqlite") => Ok(StoreChoice::Sqlite(self.state_dir().join("mcp-oidc.db"))),
+            Some("memory") => Ok(StoreChoice::Memory),
+            Some(other) => Err(ConfigError::new(
+                "store",
+                format!("`{other}` is not sqlite or memory"),
+            )),
+        }
+    }
+
     fn proxy_plan(
         &self,
         discovery_url: &str,
@@ -611,20 +640,8 @@ impl Settings {
                 ));
             }
         };
-        let state_dir = self
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(".mcp-oidc"));
-        let store = match self.store.as_deref() {
-            None | Some("sqlite") => StoreChoice::Sqlite(state_dir.join("mcp-oidc.db")),
-            Some("memory") => StoreChoice::Memory,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "store",
-                    format!("`{other}` is not sqlite or memory"),
-                ));
-            }
-        };
+        let state_dir = self.state_dir();
+        let store = self.store_choice()?;
         let proxy_secret = match &self.proxy_secret {
             Some(s) => s.clone(),
             None => load_or_create_secret(&state_dir)?,

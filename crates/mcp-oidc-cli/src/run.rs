@@ -18,11 +18,16 @@ pub async fn demo_router(
     resolved: Resolved,
     cancel: CancellationToken,
 ) -> anyhow::Result<axum::Router> {
+    // One store for the proxy's records and the sessions (the same choice when both exist).
+    let store = match &resolved.session_store {
+        Some(choice) => Some(open_store(choice)?),
+        None => None,
+    };
     let proxy = match &resolved.proxy {
         Some(plan) => {
-            let store: Arc<dyn Store> = match &plan.store {
-                StoreChoice::Memory => Arc::new(MemoryStore::new()),
-                StoreChoice::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+            let store = match &store {
+                Some(store) => store.clone(),
+                None => open_store(&plan.store)?,
             };
             let mut config = plan.config.clone();
             // Scopes the demo's tools require must be grantable, or step-up could never succeed.
@@ -46,6 +51,9 @@ pub async fn demo_router(
     if resolved.stateless {
         server = server.stateless(resolved.json_response);
     }
+    if let Some(store) = store {
+        server = server.persist_sessions(store);
+    }
     if resolved.auth_disabled {
         server = server.without_auth_for_testing();
     }
@@ -53,6 +61,13 @@ pub async fn demo_router(
         server = server.with_oauth_proxy(proxy);
     }
     Ok(server.router(DemoServer::new))
+}
+
+fn open_store(choice: &StoreChoice) -> Result<Arc<dyn Store>, mcp_oidc::store::StoreError> {
+    Ok(match choice {
+        StoreChoice::Memory => Arc::new(MemoryStore::new()),
+        StoreChoice::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+    })
 }
 
 /// Serves the demo server on `listener` until `shutdown`.

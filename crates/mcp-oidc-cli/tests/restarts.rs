@@ -227,3 +227,102 @@ async fn state_survives_kill_9_during_a_flow_and_during_a_burst_of_calls() {
     kill_9(&server);
     let _ = server.wait().await;
 }
+
+/// `mcp-oidc serve` without the proxy, its sessions kept in SQLite under `state`.
+async fn start_session_server(
+    issuer: &str,
+    port: u16,
+    state: &std::path::Path,
+) -> tokio::process::Child {
+    let child = tokio::process::Command::new(BIN)
+        .args(["serve", "--issuer", issuer])
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(["--base-url", &format!("http://localhost:{port}")])
+        .args(["--store", "sqlite", "--state-dir"])
+        .arg(state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let prm = format!("http://localhost:{port}/.well-known/oauth-protected-resource/mcp");
+    while !reqwest::get(&prm).await.is_ok_and(|r| r.status() == 200) {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+/// A POST on an MCP session; the status and the body.
+async fn on_session(mcp: &str, session: &str, token: &str, body: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(mcp)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn an_mcp_session_survives_kill_9_and_still_belongs_to_its_owner_only() {
+    let idp = MockProvider::new(MockConfig::default())
+        .unwrap()
+        .spawn("127.0.0.1:0")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mcp = format!("http://localhost:{port}/mcp");
+    let token_for = async |user: &str| {
+        let http = mcp_oidc_mock::headless::http_client().unwrap();
+        let mut req = mcp_oidc_mock::headless::TokenRequest::new(idp.issuer(), user);
+        req.resource = Some(mcp.clone());
+        mcp_oidc_mock::headless::fetch_token(&http, &req)
+            .await
+            .unwrap()
+            .access_token
+    };
+    let alice = token_for("alice").await;
+    let bob = token_for("bob").await;
+
+    let server = start_session_server(&idp.issuer(), port, dir.path()).await;
+    let r = reqwest::Client::new()
+        .post(&mcp)
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let _ = r.text().await;
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(on_session(&mcp, &session, &alice, initialized).await.0, 202);
+    let whoami = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+    let (status, body) = on_session(&mcp, &session, &alice, whoami).await;
+    assert_eq!(status, 200, "{body}");
+
+    kill_9(&server);
+    drop(server);
+    let _server = start_session_server(&idp.issuer(), port, dir.path()).await;
+
+    let (status, _) = on_session(&mcp, &session, &bob, whoami).await;
+    assert_eq!(
+        status, 404,
+        "another user's token must not reach the restored session"
+    );
+    let (status, body) = on_session(&mcp, &session, &alice, whoami).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#"\"sub\":\"alice\""#), "{body}");
+    let (status, _) = on_session(&mcp, "not-a-session", &alice, whoami).await;
+    assert_eq!(status, 404);
+}

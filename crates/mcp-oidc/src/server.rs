@@ -64,6 +64,7 @@ pub struct McpOidc {
     refusal_log_per_second: u64,
     cancel: CancellationToken,
     session_hibernation: Option<Duration>,
+    session_store: Option<Arc<dyn crate::store::Store>>,
     auth_enabled: bool,
     extra_routes: Option<Router>,
     proxy: Option<crate::proxy::OAuthProxy>,
@@ -97,6 +98,7 @@ impl McpOidc {
             refusal_log_per_second: LayerSettings::default().refusal_log_per_second,
             cancel: CancellationToken::new(),
             session_hibernation: Some(DEFAULT_SESSION_HIBERNATION),
+            session_store: None,
             auth_enabled: true,
             extra_routes: None,
             proxy: None,
@@ -183,6 +185,14 @@ impl McpOidc {
         self
     }
 
+    /// Also keeps every session (its owner and the client's `initialize` parameters) in
+    /// `store`, so that sessions survive a restart and are resumed by any instance sharing
+    /// the store, exactly as after hibernation. Without it they live in memory only.
+    pub fn persist_sessions(mut self, store: Arc<dyn crate::store::Store>) -> Self {
+        self.session_store = Some(store);
+        self
+    }
+
     /// Cancelled on shutdown: ends open sessions and streams.
     pub fn cancellation_token(mut self, token: CancellationToken) -> Self {
         self.cancel = token;
@@ -256,12 +266,17 @@ impl McpOidc {
         let mcp_path = self.resource.mcp_path().to_owned();
         // One table for both jobs: who owns each session (checked by the bearer layer) and
         // what it takes to resume it (read by rmcp), so both are forgotten together.
-        let sessions = self.stateful.then(SessionBindings::default);
+        let sessions = self.stateful.then(|| match &self.session_store {
+            Some(store) => SessionBindings::default().with_store(store.clone()),
+            None => SessionBindings::default(),
+        });
         let mcp = if let Some(sessions) = &sessions {
             let mut config = config;
             let mut manager = LocalSessionManager::default();
             if let Some(idle) = self.session_hibernation {
                 manager.session_config.keep_alive = Some(idle);
+            }
+            if self.session_hibernation.is_some() || self.session_store.is_some() {
                 config.session_store = Some(Arc::new(sessions.clone()));
             }
             Router::new().nest_service(

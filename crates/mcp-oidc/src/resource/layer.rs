@@ -164,12 +164,12 @@ where
                                 .get(SESSION_HEADER)
                                 .and_then(|v| v.to_str().ok())
                             {
-                                sessions.bind(id, &principal);
+                                sessions.bind(id, &principal).await;
                             }
                         }
                         (Some(id), _) if deleting && response.status().is_success() => {
                             if let Ok(id) = id.to_str() {
-                                sessions.unbind(id);
+                                sessions.unbind(id).await;
                             }
                         }
                         _ => {}
@@ -245,7 +245,7 @@ async fn authorize(
         let principal = access.principal_key();
         match parts.headers.get(SESSION_HEADER).map(|v| v.to_str()) {
             Some(Ok(id)) => {
-                if !sessions.allows(id, principal) {
+                if !sessions.allows(id, principal).await {
                     if shared.refusals.take() {
                         tracing::info!(target: "mcp_oidc::auth", subject = %access.subject(), "session not bound to this caller; answering 404");
                     }

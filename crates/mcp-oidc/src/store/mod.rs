@@ -44,6 +44,8 @@ pub enum Namespace {
     Keys,
     /// Codes already exchanged, by hash (replay detection).
     UsedCodes,
+    /// MCP sessions, by id: their owner and the client's `initialize` parameters.
+    Sessions,
 }
 
 impl Namespace {
@@ -59,6 +61,7 @@ impl Namespace {
             Namespace::Consents => "consents",
             Namespace::Keys => "keys",
             Namespace::UsedCodes => "used_codes",
+            Namespace::Sessions => "sessions",
         }
     }
 }
