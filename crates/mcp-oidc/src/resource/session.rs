@@ -65,8 +65,9 @@ impl SessionBindings {
         }
     }
 
-    /// Also keeps every session in `store`, where it expires `idle` after it was created or
-    /// last resumed.
+    /// Also keeps every session in `store`, where it expires `idle` after it was created
+    /// (the memory table, refreshed by every request, is what keeps a busy session longer
+    /// while the server runs).
     pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
         self.durable = Some(store);
         self
