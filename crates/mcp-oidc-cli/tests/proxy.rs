@@ -115,9 +115,13 @@ fn person() -> Person {
 
 /// Registers a client and walks the whole flow; returns (client_id, code, pkce).
 async fn code_for(s: &Stack) -> (String, String, Pkce) {
+    code_for_pkce(s, pkce()).await
+}
+
+/// Like [`code_for`], with the client's own PKCE pair.
+async fn code_for_pkce(s: &Stack, p: Pkce) -> (String, String, Pkce) {
     let client = register(&s.base, json!({})).await;
     let client_id = client["client_id"].as_str().unwrap().to_owned();
-    let p = pkce();
     let mut browser = Browser::new();
     let back = browser
         .sign_in(
@@ -323,6 +327,28 @@ async fn wrong_verifier_code_replay_and_foreign_client_get_invalid_grant() {
         (status, body["error"].as_str()),
         (400, Some("invalid_grant"))
     );
+
+    // A verifier that hashes to the challenge but is shorter than RFC 7636 allows (42
+    // characters): a client may not weaken PKCE by choosing a guessable verifier.
+    let short = mcp_oidc::types::PkceCodeVerifier::new("s".repeat(42));
+    let p = Pkce {
+        verifier: short.secret().to_owned(),
+        challenge: short.challenge_s256().as_str().to_owned(),
+    };
+    let (client_id, code, p) = code_for_pkce(&s, p).await;
+    let (status, body) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    // The same flow with a well-formed verifier of the least allowed length succeeds.
+    let ok = mcp_oidc::types::PkceCodeVerifier::new("s".repeat(43));
+    let p = Pkce {
+        verifier: ok.secret().to_owned(),
+        challenge: ok.challenge_s256().as_str().to_owned(),
+    };
+    let (client_id, code, p) = code_for_pkce(&s, p).await;
+    assert_eq!(exchange(&s, &client_id, &code, &p).await.0, 200);
 
     // Replay: the second use fails and the tokens of the first are revoked.
     let (client_id, code, p) = code_for(&s).await;

@@ -187,6 +187,24 @@ impl PkceCodeVerifier {
         Self(value.into())
     }
 
+    /// A verifier presented by a client, if it has the shape RFC 7636 §4.1 requires:
+    /// 43 to 128 characters, each a letter, digit, `-`, `.`, `_` or `~`.
+    ///
+    /// ```
+    /// use mcp_oidc::types::PkceCodeVerifier;
+    ///
+    /// assert!(PkceCodeVerifier::parse(&"a".repeat(43)).is_some());
+    /// assert!(PkceCodeVerifier::parse(&"a".repeat(42)).is_none());
+    /// assert!(PkceCodeVerifier::parse(&format!("{}+", "a".repeat(43))).is_none());
+    /// ```
+    pub fn parse(value: &str) -> Option<Self> {
+        let well_formed = (43..=128).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        well_formed.then(|| Self(value.to_owned()))
+    }
+
     /// The verifier itself, for the code exchange. Never log it.
     pub fn secret(&self) -> &str {
         &self.0

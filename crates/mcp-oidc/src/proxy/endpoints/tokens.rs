@@ -11,13 +11,14 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{InvalidToken, Unavailable, VerifyError};
-use crate::proxy::crypto::{hash, pkce_challenge, random_token, same};
+use crate::proxy::crypto::{hash, random_token, same};
 use crate::proxy::records::{
     self, ClientRecord, CodeRecord, Grant, RefreshRecord, UpstreamTokens, UsedRefresh,
 };
 use crate::proxy::{Inner, seal_upstream};
 use crate::store::{Namespace, StoreError, now_ms};
 use crate::token::{TokenVerifier, unix_now};
+use crate::types::PkceCodeVerifier;
 
 use super::Shared;
 use super::authorize::normalise_resource;
@@ -199,11 +200,9 @@ async fn code_grant(
     let Some(verifier) = form.get("code_verifier") else {
         return refuse(inner, &record.grant_id, "code_verifier is required (PKCE)").await;
     };
-    let verifier_ok = (43..=128).contains(&verifier.len())
-        && verifier
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
-    if !verifier_ok || !same(&pkce_challenge(verifier), &record.code_challenge) {
+    let matches = PkceCodeVerifier::parse(verifier)
+        .is_some_and(|v| same(v.challenge_s256().as_str(), &record.code_challenge));
+    if !matches {
         return refuse(
             inner,
             &record.grant_id,
