@@ -34,19 +34,6 @@ impl Drop for Stack {
     }
 }
 
-async fn start_idp() -> RunningMock {
-    let claims = json!({"email": "testuser@example.com", "name": "Test User"});
-    let config = MockConfig {
-        users: vec![("testuser".into(), claims.as_object().unwrap().clone())],
-        ..MockConfig::default()
-    };
-    MockProvider::new(config)
-        .unwrap()
-        .spawn("127.0.0.1:0")
-        .await
-        .unwrap()
-}
-
 fn proxy_settings(issuer: &str, port: u16, state: Option<&Path>) -> Settings {
     Settings {
         issuer: Some(issuer.to_owned()),

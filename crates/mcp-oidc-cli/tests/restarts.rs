@@ -6,7 +6,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use mcp_oidc_cli::browser::{Browser, Person};
-use mcp_oidc_mock::{MockConfig, MockProvider};
 use serde_json::{Value, json};
 
 mod common;
@@ -89,15 +88,7 @@ async fn exchange(base: &str, client_id: &str, code: &str, verifier: &str) -> Va
 
 #[tokio::test]
 async fn state_survives_kill_9_during_a_flow_and_during_a_burst_of_calls() {
-    let claims = json!({"email": "testuser@example.com", "name": "Test User"});
-    let idp = MockProvider::new(MockConfig {
-        users: vec![("testuser".into(), claims.as_object().unwrap().clone())],
-        ..MockConfig::default()
-    })
-    .unwrap()
-    .spawn("127.0.0.1:0")
-    .await
-    .unwrap();
+    let idp = start_idp().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://localhost:{port}");
@@ -272,11 +263,7 @@ async fn on_session(mcp: &str, session: &str, token: &str, body: &str) -> (u16, 
 
 #[tokio::test]
 async fn an_mcp_session_survives_kill_9_and_still_belongs_to_its_owner_only() {
-    let idp = MockProvider::new(MockConfig::default())
-        .unwrap()
-        .spawn("127.0.0.1:0")
-        .await
-        .unwrap();
+    let idp = start_idp().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mcp = format!("http://localhost:{port}/mcp");

@@ -334,14 +334,8 @@ async fn missing_scope_gets_403_insufficient_scope_and_the_tool_is_hidden() {
 #[tokio::test]
 async fn another_users_token_on_a_session_is_refused_as_unknown_and_the_owner_still_works() {
     let (issuer, served) = issuer_and_server().await;
-    let alice = format!(
-        "Bearer {}",
-        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
-    );
-    let bob = format!(
-        "Bearer {}",
-        issuer.rs256(&issuer.claims("bob", &served.mcp_url))
-    );
+    let alice = bearer_for(&issuer, "alice", &served);
+    let bob = bearer_for(&issuer, "bob", &served);
 
     let r = post(&served.mcp_url, Some(&alice), INIT).await;
     assert_eq!(r.status(), 200);
@@ -416,40 +410,44 @@ async fn open_session(url: &str, auth: &str) -> String {
     session
 }
 
-#[tokio::test]
-async fn an_idle_session_hibernates_and_its_next_request_resumes_it_under_the_same_id() {
+/// A probe server whose sessions hibernate after `idle` (or never), and its issuer.
+async fn server_hibernating_after(idle: Option<Duration>) -> (TestIssuer, Served) {
     let issuer = TestIssuer::start().await;
     let url = issuer.url.clone();
     let served = serve_probe(
         |r| Arc::new(jwt_verifier(&url, r.resource(), JwksSettings::default())),
-        |s| s.session_hibernation(Some(Duration::from_millis(300))),
+        |s| s.session_hibernation(idle),
     )
     .await;
-    let alice = format!(
+    (issuer, served)
+}
+
+/// The `Authorization` value of an RS256 token for `sub` on `served`.
+fn bearer_for(issuer: &TestIssuer, sub: &str, served: &Served) -> String {
+    format!(
         "Bearer {}",
-        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
-    );
-    let session = open_session(&served.mcp_url, &alice).await;
-    let r = on_session(
-        &served.mcp_url,
-        &session,
-        &alice,
-        &call("whoami", json!({})),
+        issuer.rs256(&issuer.claims(sub, &served.mcp_url))
     )
-    .await;
+}
+
+/// `whoami` called on `session` with `auth`.
+async fn whoami_on(served: &Served, session: &str, auth: &str) -> reqwest::Response {
+    on_session(&served.mcp_url, session, auth, &call("whoami", json!({}))).await
+}
+
+#[tokio::test]
+async fn an_idle_session_hibernates_and_its_next_request_resumes_it_under_the_same_id() {
+    let (issuer, served) = server_hibernating_after(Some(Duration::from_millis(300))).await;
+    let alice = bearer_for(&issuer, "alice", &served);
+    let session = open_session(&served.mcp_url, &alice).await;
+    let r = whoami_on(&served, &session, &alice).await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains(r#"\"sub\":\"alice\""#));
     assert_eq!(served.handlers.load(Ordering::SeqCst), 1);
 
     // Idle past the hibernation period: rmcp's worker for the session ends.
     tokio::time::sleep(Duration::from_millis(900)).await;
-    let r = on_session(
-        &served.mcp_url,
-        &session,
-        &alice,
-        &call("whoami", json!({})),
-    )
-    .await;
+    let r = whoami_on(&served, &session, &alice).await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(text.contains(r#"\"sub\":\"alice\""#), "{text}");
@@ -459,13 +457,7 @@ async fn an_idle_session_hibernates_and_its_next_request_resumes_it_under_the_sa
         "the session was rebuilt with a new handler"
     );
     // Live again: the next request is served by the same handler.
-    let r = on_session(
-        &served.mcp_url,
-        &session,
-        &alice,
-        &call("whoami", json!({})),
-    )
-    .await;
+    let r = whoami_on(&served, &session, &alice).await;
     assert_eq!(r.status(), 200);
     let _ = r.text().await;
     assert_eq!(served.handlers.load(Ordering::SeqCst), 2);
@@ -474,38 +466,20 @@ async fn an_idle_session_hibernates_and_its_next_request_resumes_it_under_the_sa
 
 #[tokio::test]
 async fn a_hibernated_session_stays_bound_to_its_owner_and_a_deleted_one_is_not_resumed() {
-    let issuer = TestIssuer::start().await;
-    let url = issuer.url.clone();
-    let served = serve_probe(
-        |r| Arc::new(jwt_verifier(&url, r.resource(), JwksSettings::default())),
-        |s| s.session_hibernation(Some(Duration::from_millis(300))),
-    )
-    .await;
-    let alice = format!(
-        "Bearer {}",
-        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
-    );
-    let bob = format!(
-        "Bearer {}",
-        issuer.rs256(&issuer.claims("bob", &served.mcp_url))
-    );
+    let (issuer, served) = server_hibernating_after(Some(Duration::from_millis(300))).await;
+    let alice = bearer_for(&issuer, "alice", &served);
+    let bob = bearer_for(&issuer, "bob", &served);
     let session = open_session(&served.mcp_url, &alice).await;
     tokio::time::sleep(Duration::from_millis(900)).await;
 
-    let r = on_session(&served.mcp_url, &session, &bob, &call("whoami", json!({}))).await;
+    let r = whoami_on(&served, &session, &bob).await;
     assert_eq!(r.status(), 404);
     assert_eq!(
         served.handlers.load(Ordering::SeqCst),
         1,
         "another user's request must not resume the session"
     );
-    let r = on_session(
-        &served.mcp_url,
-        &session,
-        &alice,
-        &call("whoami", json!({})),
-    )
-    .await;
+    let r = whoami_on(&served, &session, &alice).await;
     assert_eq!(r.status(), 200);
     let _ = r.text().await;
 
@@ -518,26 +492,14 @@ async fn a_hibernated_session_stays_bound_to_its_owner_and_a_deleted_one_is_not_
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    let r = on_session(
-        &served.mcp_url,
-        &session,
-        &alice,
-        &call("whoami", json!({})),
-    )
-    .await;
+    let r = whoami_on(&served, &session, &alice).await;
     assert_eq!(r.status(), 404);
     assert_eq!(served.handlers.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
 async fn rmcp_client_keeps_working_across_its_sessions_hibernation() {
-    let issuer = TestIssuer::start().await;
-    let url = issuer.url.clone();
-    let served = serve_probe(
-        |r| Arc::new(jwt_verifier(&url, r.resource(), JwksSettings::default())),
-        |s| s.session_hibernation(Some(Duration::from_millis(300))),
-    )
-    .await;
+    let (issuer, served) = server_hibernating_after(Some(Duration::from_millis(300))).await;
     let token = issuer.rs256(&issuer.claims("alice", &served.mcp_url));
     let client = connect(&served.mcp_url, &token).await.unwrap();
     for _ in 0..3 {
@@ -558,26 +520,11 @@ async fn rmcp_client_keeps_working_across_its_sessions_hibernation() {
 
 #[tokio::test]
 async fn without_hibernation_an_idle_session_keeps_its_handler() {
-    let issuer = TestIssuer::start().await;
-    let url = issuer.url.clone();
-    let served = serve_probe(
-        |r| Arc::new(jwt_verifier(&url, r.resource(), JwksSettings::default())),
-        |s| s.session_hibernation(None),
-    )
-    .await;
-    let alice = format!(
-        "Bearer {}",
-        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
-    );
+    let (issuer, served) = server_hibernating_after(None).await;
+    let alice = bearer_for(&issuer, "alice", &served);
     let session = open_session(&served.mcp_url, &alice).await;
     tokio::time::sleep(Duration::from_millis(900)).await;
-    let r = on_session(
-        &served.mcp_url,
-        &session,
-        &alice,
-        &call("whoami", json!({})),
-    )
-    .await;
+    let r = whoami_on(&served, &session, &alice).await;
     assert_eq!(r.status(), 200);
     let _ = r.text().await;
     assert_eq!(served.handlers.load(Ordering::SeqCst), 1);
@@ -592,10 +539,7 @@ async fn provider_down_at_startup_gets_503_with_retry_after_then_recovers_by_its
         |s| s,
     )
     .await;
-    let token = format!(
-        "Bearer {}",
-        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
-    );
+    let token = bearer_for(&issuer, "alice", &served);
 
     let r = post(&served.mcp_url, Some(&token), INIT).await;
     assert_eq!(r.status(), 503);
@@ -614,10 +558,7 @@ async fn provider_down_at_startup_gets_503_with_retry_after_then_recovers_by_its
 #[tokio::test]
 async fn rotated_key_is_accepted_after_one_refetch() {
     let (issuer, served) = issuer_and_server().await;
-    let first = format!(
-        "Bearer {}",
-        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
-    );
+    let first = bearer_for(&issuer, "alice", &served);
     assert_eq!(
         post(&served.mcp_url, Some(&first), INIT).await.status(),
         200
@@ -645,10 +586,7 @@ async fn rotated_key_is_accepted_after_one_refetch() {
 #[tokio::test]
 async fn a_thousand_bogus_kids_cause_at_most_a_handful_of_jwks_fetches() {
     let (issuer, served) = issuer_and_server().await;
-    let good = format!(
-        "Bearer {}",
-        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
-    );
+    let good = bearer_for(&issuer, "alice", &served);
     assert_eq!(post(&served.mcp_url, Some(&good), INIT).await.status(), 200);
     let before = issuer.jwks_fetches();
     let claims = issuer.claims("mallory", &served.mcp_url);
@@ -866,10 +804,7 @@ async fn opaque_tokens_are_verified_with_userinfo_and_with_introspection() {
 #[tokio::test]
 async fn sessionless_2026_07_28_requests_are_served_on_a_stateful_server() {
     let (issuer, served) = issuer_and_server().await;
-    let token = format!(
-        "Bearer {}",
-        issuer.rs256(&issuer.claims("dana", &served.mcp_url))
-    );
+    let token = bearer_for(&issuer, "dana", &served);
     let body = json!({
         "jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {

@@ -8,6 +8,20 @@ use std::path::PathBuf;
 use mcp_oidc::types::PkceCodeVerifier;
 use serde_json::Value;
 
+/// The mock provider on a free port, with the user `testuser` (Test User).
+pub async fn start_idp() -> mcp_oidc_mock::RunningMock {
+    let claims = serde_json::json!({"email": "testuser@example.com", "name": "Test User"});
+    let config = mcp_oidc_mock::MockConfig {
+        users: vec![("testuser".into(), claims.as_object().unwrap().clone())],
+        ..mcp_oidc_mock::MockConfig::default()
+    };
+    mcp_oidc_mock::MockProvider::new(config)
+        .unwrap()
+        .spawn("127.0.0.1:0")
+        .await
+        .unwrap()
+}
+
 /// A port that was free a moment ago, for servers that must know their URL before binding.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
