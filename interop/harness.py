@@ -26,6 +26,7 @@ SCENARIOS: dict[str, tuple[str, int]] = {
     "python-sdk-step-up-direct": ("python_sdk_oauth.py step-up --direct", 120),
     "python-sdk-step-up-direct-dcr": ("python_sdk_oauth.py step-up-dcr --direct", 120),
     "python-sdk-bearer": ("python_sdk_bearer.py", 60),
+    "python-sdk-hibernation": ("python_sdk_bearer.py hibernation", 60),
     "reference-provider": ("reference_provider.py", 90),
     "inspector-cli": ("inspector_cli.py", 120),
     "conformance": ("conformance.py", 300),

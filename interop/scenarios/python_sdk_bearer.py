@@ -1,7 +1,12 @@
 """python-sdk-bearer: the Python MCP SDK with a plain `Authorization: Bearer` header (a token
 from `mcp-oidc token`) against `mcp-oidc dev`; and the same client without a token is refused
-with the RFC 9728 challenge."""
+with the RFC 9728 challenge.
 
+python-sdk-hibernation (argument `hibernation`): the same client on `mcp-oidc serve
+--session-hibernate-secs 1`, idle long enough for its session to hibernate, then calling
+again: the server resumes the session (its log says so) and the client notices nothing."""
+
+import os
 import sys
 from pathlib import Path
 
@@ -9,7 +14,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import anyio  # noqa: E402
 import httpx2  # noqa: E402
-from lib import assert_testuser, check, log, main, mcp_oidc_token, start_dev, structured, text_of  # noqa: E402
+from lib import (  # noqa: E402
+    BIN,
+    Proc,
+    assert_testuser,
+    check,
+    free_port,
+    log,
+    main,
+    mcp_oidc_token,
+    require_binary,
+    start_dev,
+    structured,
+    text_of,
+    wait_http,
+)
 from mcp import Client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: E402
@@ -53,7 +72,50 @@ async def refused(mcp_url: str) -> None:
     check("resource_metadata=" in www and www.lower().startswith("bearer"), f"bad WWW-Authenticate: {www!r}")
 
 
+async def across_hibernation(mcp_url: str, token: str, server: Proc) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with create_mcp_http_client(headers=headers) as http:
+        async with Client(streamable_http_client(mcp_url, http_client=http), mode="legacy") as client:
+            assert_testuser(structured(await client.call_tool("whoami", {})), "whoami")
+            check("session restored" not in server.output(), "a session was restored before any idle time")
+            log("idle for 3 s (the server hibernates sessions after 1 s)")
+            await anyio.sleep(3)
+            assert_testuser(structured(await client.call_tool("whoami", {})), "whoami after hibernation")
+            r = await client.call_tool("process_data", {"data": "x"})
+            check("Processing for user: testuser" in text_of(r), f"process_data said {text_of(r)!r}")
+    check(
+        "session restored from external store" in server.output(),
+        f"the server's log does not show the session being resumed: {server.tail()}",
+    )
+    log("the session hibernated and was resumed under the same id")
+
+
+def hibernation() -> None:
+    _dev, _dev_mcp, issuer = start_dev()
+    port = free_port()
+    base = f"http://localhost:{port}"
+    env = {**os.environ, "RUST_LOG": "info,rmcp::transport::streamable_http_server=debug"}
+    server = Proc(
+        "mcp-oidc-serve-hibernating",
+        [require_binary(BIN), "serve", "--issuer", issuer, "--bind", f"127.0.0.1:{port}",
+         "--base-url", base, "--session-hibernate-secs", "1"],
+        env=env,
+    )
+    wait_http(f"{base}/.well-known/oauth-protected-resource/mcp", proc=server)
+    mcp_url = f"{base}/mcp"
+    token = mcp_oidc_token(mcp_url)
+
+    async def go():
+        with anyio.fail_after(45):
+            await across_hibernation(mcp_url, token, server)
+
+    anyio.run(go)
+
+
 def scenario() -> None:
+    if sys.argv[1:2] == ["hibernation"]:
+        hibernation()
+        return
     _proc, mcp_url, issuer = start_dev()
     token = mcp_oidc_token(mcp_url)
 
