@@ -175,6 +175,11 @@ impl McpOidc {
     /// factory (rmcp replays `initialize` to it). Default: 5 minutes, the idle time after which
     /// rmcp alone would end the session for good.
     ///
+    /// "Idle" is rmcp's own measure: no message in either direction. A tool call that runs
+    /// longer than this without sending anything (no progress notifications) is cut off
+    /// with its session's worker, exactly as rmcp's own 5-minute keep-alive would cut it;
+    /// keep the period above your longest silent tool call.
+    ///
     /// `None` turns hibernation off: an idle session then ends after rmcp's keep-alive
     /// (5 minutes) and its client must initialize a new one. Handlers that keep per-session
     /// state in themselves, or send server-initiated messages from background tasks long
