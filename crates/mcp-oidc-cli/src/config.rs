@@ -146,10 +146,9 @@ pub struct Settings {
     /// Request timeout, in seconds [default: 30].
     #[arg(long, env = "MCP_OIDC_REQUEST_TIMEOUT_SECS")]
     pub request_timeout_secs: Option<u64>,
-    /// Seconds a session may sit idle before its memory is released; its next request
-    /// resumes it transparently under the same id. Keep it above your longest tool call
-    /// that sends nothing while it runs: such a call is cut off with its idle session.
-    /// 0 turns this off (an idle session then ends after 5 minutes) [default: 300].
+    /// Seconds a session may sit idle (no message either way, no request still running)
+    /// before its memory is released; its next request resumes it transparently under the
+    /// same id. 0 turns this off (an idle session then ends after 5 minutes) [default: 300].
     #[arg(long, env = "MCP_OIDC_SESSION_HIBERNATE_SECS")]
     pub session_hibernate_secs: Option<u64>,
     /// Largest request body, in bytes [default: 4194304].

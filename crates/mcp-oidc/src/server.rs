@@ -15,7 +15,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::mcp::{Authenticated, SharedMcpService, ToolPolicies};
+use crate::mcp::{Authenticated, HibernatingSessions, SharedMcpService, ToolPolicies};
 use crate::resource::{
     BearerAuthLayer, LayerSettings, MetadataSource, ProtectedResource, SessionBindings,
     metadata_router,
@@ -175,10 +175,9 @@ impl McpOidc {
     /// factory (rmcp replays `initialize` to it). Default: 5 minutes, the idle time after which
     /// rmcp alone would end the session for good.
     ///
-    /// "Idle" is rmcp's own measure: no message in either direction. A tool call that runs
-    /// longer than this without sending anything (no progress notifications) is cut off
-    /// with its session's worker, exactly as rmcp's own 5-minute keep-alive would cut it;
-    /// keep the period above your longest silent tool call.
+    /// Idle means no message in either direction and no request still being answered: a
+    /// tool call that runs longer than the period without sending anything keeps its
+    /// session (rmcp's own keep-alive, which counts only messages, would cut it off).
     ///
     /// `None` turns hibernation off: an idle session then ends after rmcp's keep-alive
     /// (5 minutes) and its client must initialize a new one. Handlers that keep per-session
@@ -277,17 +276,27 @@ impl McpOidc {
         });
         let mcp = if let Some(sessions) = &sessions {
             let mut config = config;
-            let mut manager = LocalSessionManager::default();
-            if let Some(idle) = self.session_hibernation {
-                manager.session_config.keep_alive = Some(idle);
-            }
             if self.session_hibernation.is_some() || self.session_store.is_some() {
                 config.session_store = Some(Arc::new(sessions.clone()));
             }
-            Router::new().nest_service(
-                &mcp_path,
-                SharedMcpService::new(StreamableHttpService::new(make, Arc::new(manager), config)),
-            )
+            match self.session_hibernation {
+                Some(idle) => Router::new().nest_service(
+                    &mcp_path,
+                    SharedMcpService::new(StreamableHttpService::new(
+                        make,
+                        HibernatingSessions::new(idle),
+                        config,
+                    )),
+                ),
+                None => Router::new().nest_service(
+                    &mcp_path,
+                    SharedMcpService::new(StreamableHttpService::new(
+                        make,
+                        Arc::new(LocalSessionManager::default()),
+                        config,
+                    )),
+                ),
+            }
         } else {
             Router::new().nest_service(
                 &mcp_path,

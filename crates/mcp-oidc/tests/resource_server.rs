@@ -519,6 +519,29 @@ async fn rmcp_client_keeps_working_across_its_sessions_hibernation() {
 }
 
 #[tokio::test]
+async fn a_tool_call_longer_than_the_hibernation_period_is_answered_and_its_session_kept() {
+    let (issuer, served) = server_hibernating_after(Some(Duration::from_millis(300))).await;
+    let token = issuer.rs256(&issuer.claims("alice", &served.mcp_url));
+    let client = connect(&served.mcp_url, &token).await.unwrap();
+    let mut args = Map::new();
+    args.insert("data".into(), "1500".into());
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.call_tool(CallToolRequestParams::new("slow").with_arguments(args)),
+    )
+    .await
+    .expect("a silent tool call must not be cut off by hibernation")
+    .unwrap();
+    assert_eq!(result.content[0].as_text().unwrap().text, "slept 1500 ms");
+    assert_eq!(
+        served.handlers.load(Ordering::SeqCst),
+        1,
+        "the session was not hibernated while its request ran"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
 async fn without_hibernation_an_idle_session_keeps_its_handler() {
     let (issuer, served) = server_hibernating_after(None).await;
     let alice = bearer_for(&issuer, "alice", &served);

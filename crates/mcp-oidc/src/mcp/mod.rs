@@ -13,6 +13,7 @@
 //! or from anywhere inside the call with [`current_token`]. Tools with a rule in
 //! [`ToolPolicies`] are hidden from `tools/list` for callers who may not use them.
 
+mod hibernation;
 mod policy;
 mod service;
 
@@ -23,6 +24,7 @@ use rmcp::model::*;
 use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData as McpError, ServerHandler};
 
+pub(crate) use hibernation::HibernatingSessions;
 pub use policy::{Decision, ToolPolicies, ToolRequirement};
 pub use service::SharedMcpService;
 

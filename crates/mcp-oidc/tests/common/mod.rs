@@ -289,6 +289,14 @@ impl Probe {
         Ok(format!("Processing for user: {}", token.subject()))
     }
 
+    #[tool(description = "Answers after `data` milliseconds, sending nothing meanwhile")]
+    async fn slow(&self, Parameters(args): Parameters<DataArgs>) -> String {
+        let ms = args.data.parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        format!("slept {ms} ms")
+    }
+
     #[tool(description = "Needs mcp:write")]
     async fn write_note(&self) -> String {
         self.calls.fetch_add(1, Ordering::SeqCst);
