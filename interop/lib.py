@@ -196,13 +196,14 @@ def start_dev(name: str = "mcp-oidc-dev", extra: list[str] | None = None) -> tup
     return proc, mcp, issuer
 
 
-def start_serve(name: str, issuer: str, *args: str) -> tuple[Proc, str]:
+def start_serve(name: str, issuer: str, *args: str, env: dict[str, str] | None = None) -> tuple[Proc, str]:
     """`mcp-oidc serve` on a free port protecting the demo server: returns the MCP URL."""
     port = free_port()
     base = f"http://localhost:{port}"
     proc = Proc(
         name,
         [require_binary(BIN), "serve", "--issuer", issuer, "--bind", f"127.0.0.1:{port}", "--base-url", base, *args],
+        env=env,
     )
     wait_http(f"{base}/.well-known/oauth-protected-resource/mcp", proc=proc)
     return proc, f"{base}/mcp"

@@ -15,19 +15,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import anyio  # noqa: E402
 import httpx2  # noqa: E402
 from lib import (  # noqa: E402
-    BIN,
     Proc,
     assert_testuser,
     check,
-    free_port,
     log,
     main,
     mcp_oidc_token,
-    require_binary,
     start_dev,
+    start_serve,
     structured,
     text_of,
-    wait_http,
 )
 from mcp import Client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
@@ -92,17 +89,8 @@ async def across_hibernation(mcp_url: str, token: str, server: Proc) -> None:
 
 def hibernation() -> None:
     _dev, _dev_mcp, issuer = start_dev()
-    port = free_port()
-    base = f"http://localhost:{port}"
     env = {**os.environ, "RUST_LOG": "info,rmcp::transport::streamable_http_server=debug"}
-    server = Proc(
-        "mcp-oidc-serve-hibernating",
-        [require_binary(BIN), "serve", "--issuer", issuer, "--bind", f"127.0.0.1:{port}",
-         "--base-url", base, "--session-hibernate-secs", "1"],
-        env=env,
-    )
-    wait_http(f"{base}/.well-known/oauth-protected-resource/mcp", proc=server)
-    mcp_url = f"{base}/mcp"
+    server, mcp_url = start_serve("mcp-oidc-serve-hibernating", issuer, "--session-hibernate-secs", "1", env=env)
     token = mcp_oidc_token(mcp_url)
 
     async def go():
