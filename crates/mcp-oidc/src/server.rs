@@ -191,7 +191,8 @@ impl McpOidc {
 
     /// Also keeps every session (its owner and the client's `initialize` parameters) in
     /// `store`, so that sessions survive a restart and are resumed by any instance sharing
-    /// the store, exactly as after hibernation. Without it they live in memory only.
+    /// the store, exactly as after hibernation. A stored session expires after 24 hours
+    /// without a request. Without this they live in memory only.
     pub fn persist_sessions(mut self, store: Arc<dyn crate::store::Store>) -> Self {
         self.session_store = Some(store);
         self

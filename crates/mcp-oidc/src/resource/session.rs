@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rmcp::transport::streamable_http_server::session::{
     SessionState, SessionStore, SessionStoreError,
@@ -19,6 +19,9 @@ use crate::store::{Namespace, Store};
 struct Entry {
     owner: Option<Arc<str>>,
     state: Option<Arc<str>>,
+    /// When the durable store last received this entry (seconds since the table was made);
+    /// `None` when that is unknown, as for an entry read back after a restart.
+    written: Option<u32>,
 }
 
 /// An [`Entry`] as written to a durable store.
@@ -43,14 +46,28 @@ struct Persisted<'a> {
 /// long as its session is used at least once per `idle` period.
 ///
 /// With a durable [`Store`] ([`SessionBindings::with_store`]) every entry is also written
-/// there, so sessions outlive a restart of the server and are shared by every instance
-/// using the same store: the memory table is then a cache of it.
+/// there, so sessions outlive a restart of the server: the memory table is then a cache of
+/// it.
 #[derive(Clone)]
 pub struct SessionBindings {
     map: moka::sync::Cache<Arc<str>, Entry>,
-    durable: Option<Arc<dyn Store>>,
+    durable: Option<Durable>,
     idle: Duration,
+    epoch: Instant,
 }
+
+/// The durable side of [`SessionBindings`].
+#[derive(Clone)]
+struct Durable {
+    store: Arc<dyn Store>,
+    /// Session ids the store was just asked about and did not have. Every request naming
+    /// an unknown id would otherwise cost a store read (two, with rmcp's own restore
+    /// attempt); ids are made by the server, so one unknown now stays unknown.
+    unknown: moka::sync::Cache<Arc<str>, ()>,
+}
+
+/// How long an id the store did not have is remembered as unknown.
+const UNKNOWN_FOR: Duration = Duration::from_secs(60);
 
 impl SessionBindings {
     /// At most `capacity` sessions, each forgotten after `idle` without a request.
@@ -62,15 +79,28 @@ impl SessionBindings {
                 .build(),
             durable: None,
             idle,
+            epoch: Instant::now(),
         }
     }
 
-    /// Also keeps every session in `store`, where it expires `idle` after it was created
-    /// (the memory table, refreshed by every request, is what keeps a busy session longer
-    /// while the server runs).
+    /// Also keeps every session in `store`, where it expires `idle` after it was last
+    /// written. The requests of a session rewrite it once an eighth of that period has
+    /// passed, so a stored session outlives at least seven eighths of `idle` without use:
+    /// what a restart must not lose is kept, at one write per session every few hours.
     pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
-        self.durable = Some(store);
+        self.durable = Some(Durable {
+            store,
+            unknown: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(UNKNOWN_FOR)
+                .build(),
+        });
         self
+    }
+
+    /// Seconds since this table was made; saturates after 136 years.
+    fn now_s(&self) -> u32 {
+        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
     }
 
     /// Records that `principal` created `session`.
@@ -82,6 +112,7 @@ impl SessionBindings {
             .and_upsert_with(|known| Entry {
                 owner: Some(principal),
                 state: known.and_then(|e| e.into_value().state),
+                written: Some(self.now_s()),
             })
             .into_value();
         self.persist(session, &entry).await;
@@ -89,17 +120,40 @@ impl SessionBindings {
 
     /// Whether `principal` may use `session`.
     pub async fn allows(&self, session: &str, principal: &str) -> bool {
-        self.entry(session)
-            .await
-            .and_then(|e| e.owner)
-            .is_some_and(|owner| owner.as_ref() == principal)
+        let Some(entry) = self.entry(session).await else {
+            return false;
+        };
+        if entry.owner.as_deref() != Some(principal) {
+            return false;
+        }
+        self.keep_stored(session, entry).await;
+        true
+    }
+
+    /// Rewrites a session in use to the durable store once its stored lifetime has run an
+    /// eighth down, so that what expires there is a session left unused, not an old one.
+    async fn keep_stored(&self, session: &str, mut entry: Entry) {
+        if self.durable.is_none() {
+            return;
+        }
+        let now = self.now_s();
+        let every = u32::try_from(self.idle.as_secs() / 8).unwrap_or(u32::MAX);
+        if entry
+            .written
+            .is_some_and(|at| now.saturating_sub(at) < every)
+        {
+            return;
+        }
+        entry.written = Some(now);
+        self.map.insert(Arc::from(session), entry.clone());
+        self.persist(session, &entry).await;
     }
 
     /// Forgets a session (after it was deleted).
     pub async fn unbind(&self, session: &str) {
         self.map.invalidate(session);
-        if let Some(store) = &self.durable
-            && let Err(e) = store.delete(Namespace::Sessions, session).await
+        if let Some(durable) = &self.durable
+            && let Err(e) = durable.store.delete(Namespace::Sessions, session).await
         {
             tracing::warn!(target: "mcp_oidc::sessions", error = %e, "could not delete a session from the store");
         }
@@ -110,9 +164,16 @@ impl SessionBindings {
         if let Some(entry) = self.map.get(session) {
             return Some(entry);
         }
-        let store = self.durable.as_ref()?;
-        let bytes = match store.get(Namespace::Sessions, session).await {
-            Ok(found) => found?,
+        let durable = self.durable.as_ref()?;
+        if durable.unknown.contains_key(session) {
+            return None;
+        }
+        let bytes = match durable.store.get(Namespace::Sessions, session).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                durable.unknown.insert(Arc::from(session), ());
+                return None;
+            }
             Err(e) => {
                 tracing::warn!(target: "mcp_oidc::sessions", error = %e, "could not read a session from the store");
                 return None;
@@ -122,20 +183,24 @@ impl SessionBindings {
         let entry = Entry {
             owner: p.owner.map(|o| Arc::from(o.as_ref())),
             state: p.state.map(|s| Arc::from(s.as_ref())),
+            written: None,
         };
         self.map.insert(Arc::from(session), entry.clone());
         Some(entry)
     }
 
     async fn persist(&self, session: &str, entry: &Entry) {
-        let Some(store) = &self.durable else { return };
+        let Some(durable) = &self.durable else { return };
+        // An id now written is no longer unknown (only a new session can be in both).
+        durable.unknown.invalidate(session);
         let persisted = Persisted {
             owner: entry.owner.as_deref().map(Cow::Borrowed),
             state: entry.state.as_deref().map(Cow::Borrowed),
         };
         let result = match serde_json::to_vec(&persisted) {
             Ok(bytes) => {
-                store
+                durable
+                    .store
                     .put(Namespace::Sessions, session, &bytes, Some(self.idle))
                     .await
             }
@@ -155,6 +220,7 @@ impl SessionBindings {
         let entry = Entry {
             owner: known.and_then(|e| e.owner),
             state: Some(state),
+            written: Some(self.now_s()),
         };
         self.map.insert(Arc::from(session), entry.clone());
         self.persist(session, &entry).await;
@@ -264,5 +330,115 @@ mod tests {
         assert!(b.allows("s1", "alice").await);
         assert!(b.load("s1").await.unwrap().is_some());
         assert!(b.load("s2").await.unwrap().is_none());
+    }
+
+    /// A store that counts its reads, to see which lookups reach it.
+    struct CountingStore {
+        inner: MemoryStore,
+        gets: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Store for CountingStore {
+        fn put<'a>(
+            &'a self,
+            ns: Namespace,
+            key: &'a str,
+            value: &'a [u8],
+            ttl: Option<Duration>,
+        ) -> crate::store::StoreFuture<'a, ()> {
+            self.inner.put(ns, key, value, ttl)
+        }
+        fn put_if_absent<'a>(
+            &'a self,
+            ns: Namespace,
+            key: &'a str,
+            value: &'a [u8],
+            ttl: Option<Duration>,
+        ) -> crate::store::StoreFuture<'a, bool> {
+            self.inner.put_if_absent(ns, key, value, ttl)
+        }
+        fn get<'a>(
+            &'a self,
+            ns: Namespace,
+            key: &'a str,
+        ) -> crate::store::StoreFuture<'a, Option<Vec<u8>>> {
+            self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.get(ns, key)
+        }
+        fn take<'a>(
+            &'a self,
+            ns: Namespace,
+            key: &'a str,
+        ) -> crate::store::StoreFuture<'a, Option<Vec<u8>>> {
+            self.inner.take(ns, key)
+        }
+        fn delete<'a>(&'a self, ns: Namespace, key: &'a str) -> crate::store::StoreFuture<'a, ()> {
+            self.inner.delete(ns, key)
+        }
+        fn purge_expired(&self) -> crate::store::StoreFuture<'_, u64> {
+            self.inner.purge_expired()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_in_use_outlives_its_stored_lifetime_and_an_unused_one_does_not() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        // A 2 s lifetime: every use rewrites the record (an eighth of it rounds to 0 s).
+        let b = SessionBindings::new(100, Duration::from_secs(2)).with_store(store.clone());
+        b.bind("used", "alice").await;
+        b.bind("unused", "alice").await;
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            assert!(b.allows("used", "alice").await);
+        }
+        // 2.8 s after both were written: a restarted table still has the one in use.
+        let after_restart = SessionBindings::new(100, Duration::from_secs(2)).with_store(store);
+        assert!(after_restart.allows("used", "alice").await);
+        assert!(!after_restart.allows("unused", "alice").await);
+    }
+
+    #[tokio::test]
+    async fn a_session_used_within_an_eighth_of_its_lifetime_is_not_rewritten() {
+        let store = Arc::new(CountingStore {
+            inner: MemoryStore::new(),
+            gets: Default::default(),
+        });
+        let b = SessionBindings::default().with_store(store.clone());
+        b.bind("s1", "alice").await;
+        // Deleted behind the table's back: only a rewrite would bring it back.
+        store.inner.delete(Namespace::Sessions, "s1").await.unwrap();
+        for _ in 0..3 {
+            assert!(b.allows("s1", "alice").await);
+        }
+        assert!(
+            store
+                .inner
+                .get(Namespace::Sessions, "s1")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_session_id_costs_one_store_read_until_it_is_created() {
+        let store = Arc::new(CountingStore {
+            inner: MemoryStore::new(),
+            gets: Default::default(),
+        });
+        let reads = || store.gets.load(std::sync::atomic::Ordering::SeqCst);
+        let b = SessionBindings::default().with_store(store.clone());
+        for _ in 0..5 {
+            assert!(!b.allows("nope", "alice").await);
+            assert!(b.load("nope").await.unwrap().is_none());
+        }
+        assert_eq!(reads(), 1);
+
+        // A session written under an id once asked about is found (by another table too).
+        b.store("nope", &state()).await.unwrap();
+        b.bind("nope", "alice").await;
+        assert!(b.allows("nope", "alice").await);
+        let other = SessionBindings::default().with_store(store.clone());
+        assert!(other.allows("nope", "alice").await);
     }
 }
