@@ -498,6 +498,38 @@ async fn a_hibernated_session_stays_bound_to_its_owner_and_a_deleted_one_is_not_
 }
 
 #[tokio::test]
+async fn a_session_deleted_while_hibernated_is_not_resumed() {
+    let (issuer, served) = server_hibernating_after(Some(Duration::from_millis(300))).await;
+    let alice = bearer_for(&issuer, "alice", &served);
+    let session = open_session(&served.mcp_url, &alice).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+
+    let delete = |auth: &str| {
+        reqwest::Client::new()
+            .delete(&served.mcp_url)
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("authorization", auth)
+            .send()
+    };
+    let bob = bearer_for(&issuer, "bob", &served);
+    assert_eq!(
+        delete(&bob).await.unwrap().status(),
+        404,
+        "only its owner ends a session"
+    );
+    let r = delete(&alice).await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = whoami_on(&served, &session, &alice).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        served.handlers.load(Ordering::SeqCst),
+        1,
+        "the deleted session was not rebuilt"
+    );
+}
+
+#[tokio::test]
 async fn rmcp_client_keeps_working_across_its_sessions_hibernation() {
     let (issuer, served) = server_hibernating_after(Some(Duration::from_millis(300))).await;
     let token = issuer.rs256(&issuer.claims("alice", &served.mcp_url));
