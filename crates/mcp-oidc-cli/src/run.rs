@@ -96,10 +96,10 @@ const RELEASE_THRESHOLD: u32 = 32 << 20;
 /// freed (checked every [`RELEASE_INTERVAL`]).
 ///
 /// When sessions end or hibernate, rmcp frees their channels and workers (about 50 KB each),
-/// but glibc's allocator keeps the pages: the few hundred bytes each session leaves behind
-/// (its owner and `initialize` parameters) sit among them, so nothing is at the top of the
-/// heap for glibc to trim by itself. `malloc_trim` returns every whole free page wherever it
-/// is. It walks the whole heap, so it runs off the request threads and only after at least
+/// but glibc's allocator gives back by itself only free memory at the top of a heap, and
+/// freed session memory lies below what is still in use (10,000 hibernated sessions kept
+/// about 530 MB resident without this, 7 MB with it). `malloc_trim` returns every whole
+/// free page wherever it is. It walks the whole heap, so it runs off the request threads and only after at least
 /// [`RELEASE_THRESHOLD`] more bytes became free. Other allocators return memory on their own;
 /// there this does nothing.
 async fn release_freed_memory(cancel: CancellationToken) {

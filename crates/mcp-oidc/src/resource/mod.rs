@@ -15,6 +15,7 @@ mod metadata;
 mod refusal_log;
 mod resource_url;
 mod session;
+mod session_table;
 
 // For the fuzz entry points in `crate::__fuzz`.
 pub(crate) use layer::bearer_token;

@@ -2,27 +2,15 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rmcp::transport::streamable_http_server::session::{
     SessionState, SessionStore, SessionStoreError,
 };
 use serde::{Deserialize, Serialize};
 
+use super::session_table::{Entry, SessionTable};
 use crate::store::{Namespace, Store};
-
-/// What is remembered of one session: who created it and, once rmcp has recorded it, the
-/// client's `initialize` parameters (all it takes to bring a hibernated session back),
-/// kept as their JSON: one small block instead of a dozen, since thousands of idle
-/// sessions may be kept and a resume is rare enough to parse it again.
-#[derive(Clone, Default)]
-struct Entry {
-    owner: Option<Arc<str>>,
-    state: Option<Arc<str>>,
-    /// When the durable store last received this entry (seconds since the table was made);
-    /// `None` when that is unknown, as for an entry read back after a restart.
-    written: Option<u32>,
-}
 
 /// An [`Entry`] as written to a durable store.
 #[derive(Serialize, Deserialize)]
@@ -43,17 +31,18 @@ struct Persisted<'a> {
 /// parameters (a few hundred bytes). A session whose worker was ended for being idle
 /// ("hibernated", see [`crate::McpOidc::session_hibernation`]) is rebuilt from them on its
 /// next request, with the same id and owner, without the client noticing. An entry lives as
-/// long as its session is used at least once per `idle` period.
+/// long as its session is used at least once per `idle` period. Entries are compact (the
+/// owner and the parameters, usually the same for many sessions, are stored once each): a
+/// hibernated session costs the server well under a kilobyte.
 ///
 /// With a durable [`Store`] ([`SessionBindings::with_store`]) every entry is also written
 /// there, so sessions outlive a restart of the server: the memory table is then a cache of
 /// it.
 #[derive(Clone)]
 pub struct SessionBindings {
-    map: moka::sync::Cache<Arc<str>, Entry>,
+    table: Arc<SessionTable>,
     durable: Option<Durable>,
     idle: Duration,
-    epoch: Instant,
 }
 
 /// The durable side of [`SessionBindings`].
@@ -70,16 +59,13 @@ struct Durable {
 const UNKNOWN_FOR: Duration = Duration::from_secs(60);
 
 impl SessionBindings {
-    /// At most `capacity` sessions, each forgotten after `idle` without a request.
+    /// At most `capacity` sessions in memory (when full, the least recently used one is
+    /// forgotten), each forgotten after `idle` without a request.
     pub fn new(capacity: u64, idle: Duration) -> Self {
         Self {
-            map: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_idle(idle)
-                .build(),
+            table: Arc::new(SessionTable::new(capacity, idle)),
             durable: None,
             idle,
-            epoch: Instant::now(),
         }
     }
 
@@ -98,23 +84,14 @@ impl SessionBindings {
         self
     }
 
-    /// Seconds since this table was made; saturates after 136 years.
-    fn now_s(&self) -> u32 {
-        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
-    }
-
     /// Records that `principal` created `session`.
     pub async fn bind(&self, session: &str, principal: &str) {
-        let principal: Arc<str> = Arc::from(principal);
-        let entry = self
-            .map
-            .entry(Arc::from(session))
-            .and_upsert_with(|known| Entry {
-                owner: Some(principal),
-                state: known.and_then(|e| e.into_value().state),
-                written: Some(self.now_s()),
-            })
-            .into_value();
+        let owner = self.table.owner(principal);
+        let entry = self.table.upsert(session, |known| Entry {
+            owner: Some(owner),
+            state: known.and_then(|e| e.state),
+            written: Some(self.table.now_s()),
+        });
         self.persist(session, &entry).await;
     }
 
@@ -132,11 +109,11 @@ impl SessionBindings {
 
     /// Rewrites a session in use to the durable store once its stored lifetime has run an
     /// eighth down, so that what expires there is a session left unused, not an old one.
-    async fn keep_stored(&self, session: &str, mut entry: Entry) {
+    async fn keep_stored(&self, session: &str, entry: Entry) {
         if self.durable.is_none() {
             return;
         }
-        let now = self.now_s();
+        let now = self.table.now_s();
         let every = u32::try_from(self.idle.as_secs() / 8).unwrap_or(u32::MAX);
         if entry
             .written
@@ -144,14 +121,16 @@ impl SessionBindings {
         {
             return;
         }
-        entry.written = Some(now);
-        self.map.insert(Arc::from(session), entry.clone());
+        let entry = self.table.upsert(session, |known| Entry {
+            written: Some(now),
+            ..known.unwrap_or(entry)
+        });
         self.persist(session, &entry).await;
     }
 
     /// Forgets a session (after it was deleted).
     pub async fn unbind(&self, session: &str) {
-        self.map.invalidate(session);
+        self.table.remove(session);
         if let Some(durable) = &self.durable
             && let Err(e) = durable.store.delete(Namespace::Sessions, session).await
         {
@@ -161,7 +140,7 @@ impl SessionBindings {
 
     /// The entry from memory or, after a restart or from another instance, from the store.
     async fn entry(&self, session: &str) -> Option<Entry> {
-        if let Some(entry) = self.map.get(session) {
+        if let Some(entry) = self.table.get(session) {
             return Some(entry);
         }
         let durable = self.durable.as_ref()?;
@@ -181,12 +160,11 @@ impl SessionBindings {
         };
         let p: Persisted<'_> = serde_json::from_slice(&bytes).ok()?;
         let entry = Entry {
-            owner: p.owner.map(|o| Arc::from(o.as_ref())),
-            state: p.state.map(|s| Arc::from(s.as_ref())),
+            owner: p.owner.map(|o| self.table.owner(&o)),
+            state: p.state.map(|s| self.table.state(&s)),
             written: None,
         };
-        self.map.insert(Arc::from(session), entry.clone());
-        Some(entry)
+        Some(self.table.upsert(session, |known| known.unwrap_or(entry)))
     }
 
     async fn persist(&self, session: &str, entry: &Entry) {
@@ -215,14 +193,14 @@ impl SessionBindings {
     }
 
     async fn remember_state(&self, session: &str, state: &SessionState) -> serde_json::Result<()> {
-        let state: Arc<str> = Arc::from(serde_json::to_string(state)?);
+        let state = self.table.state(&serde_json::to_string(state)?);
+        // Read first: after a restart the owner may be known only to the durable store.
         let known = self.entry(session).await;
-        let entry = Entry {
-            owner: known.and_then(|e| e.owner),
+        let entry = self.table.upsert(session, |now_known| Entry {
+            owner: now_known.or(known).and_then(|e| e.owner),
             state: Some(state),
-            written: Some(self.now_s()),
-        };
-        self.map.insert(Arc::from(session), entry.clone());
+            written: Some(self.table.now_s()),
+        });
         self.persist(session, &entry).await;
         Ok(())
     }
@@ -239,7 +217,7 @@ impl std::fmt::Debug for SessionBindings {
         write!(
             f,
             "SessionBindings({} sessions in memory{})",
-            self.map.entry_count(),
+            self.table.len(),
             if self.durable.is_some() {
                 ", durable"
             } else {
