@@ -351,4 +351,37 @@ mod tests {
         }
         assert!(t.owners.lock().values.len() < 1100);
     }
+
+    #[test]
+    fn threads_binding_and_reading_at_once_all_find_their_sessions() {
+        let t = Arc::new(SessionTable::new(100_000, Duration::from_secs(60)));
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2000 {
+                        let id = format!("w{w}-s{i}");
+                        // Distinct owners now and then, so the owner set is pruned meanwhile.
+                        let owner = t.owner(&format!("user{}", i % 1500));
+                        t.upsert(&id, |_| Entry {
+                            owner: Some(owner),
+                            ..Entry::default()
+                        });
+                        assert!(t.get(&id).is_some());
+                        if i % 3 == 0 {
+                            t.remove(&id);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(t.len(), 4 * (2000 - 667));
+        assert_eq!(
+            t.get("w3-s1").and_then(|e| e.owner).as_deref(),
+            Some("user1")
+        );
+    }
 }
