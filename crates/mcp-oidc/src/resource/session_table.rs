@@ -206,11 +206,15 @@ impl SessionTable {
     /// Before an insert: sweeps expired entries out of the shard now and then, and when it
     /// is full, forgets its least recently used session.
     fn make_room(&self, shard: &mut Shard, now: u64) {
-        if now >= shard.next_sweep || shard.map.len() >= self.per_shard {
+        if now >= shard.next_sweep {
             shard.map.retain(|_, s| !self.expired(s.used, now));
             shard.next_sweep = now.saturating_add((self.idle_ms / 8).max(1));
             self.owners.prune_if_grown();
             self.states.prune_if_grown();
+        } else if shard.map.len() >= self.per_shard {
+            // Only this shard: a flood of new sessions into a full table costs each one a
+            // pass over its shard, not over every owner and payload.
+            shard.map.retain(|_, s| !self.expired(s.used, now));
         }
         if shard.map.len() >= self.per_shard {
             let oldest: Option<Vec<u8>> = shard
