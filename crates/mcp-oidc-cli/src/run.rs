@@ -47,6 +47,7 @@ pub async fn demo_router(
         .request_timeout(resolved.request_timeout)
         .max_body_bytes(resolved.max_body_bytes)
         .session_hibernation(resolved.session_hibernation)
+        .health_probes(true)
         .cancellation_token(cancel);
     if resolved.stateless {
         server = server.stateless(resolved.json_response);

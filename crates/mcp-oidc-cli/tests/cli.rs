@@ -322,5 +322,70 @@ async fn with_auth_disabled_the_demo_tools_serve_an_anonymous_caller() {
         body["result"]["content"][0]["text"], "Processing for user: anonymous",
         "{body}"
     );
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        200,
+        "nothing to wait for without a provider"
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn readyz_is_503_until_the_providers_keys_load_while_healthz_answers_throughout() {
+    // The provider is not running yet when the server starts.
+    let idp_port = free_port();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let settings = Settings {
+        issuer: Some(format!("http://localhost:{idp_port}")),
+        bind: Some(format!("127.0.0.1:{port}")),
+        ..Settings::default()
+    };
+    let server = tokio::spawn(mcp_oidc_cli::run::serve_demo(
+        settings.resolve().unwrap(),
+        listener,
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("http://127.0.0.1:{port}{path}")).send();
+
+    let r = get("/healthz").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "ok");
+    let r = get("/readyz").await.unwrap();
+    assert_eq!(r.status(), 503);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "unavailable");
+    assert!(!body["detail"].as_str().unwrap().is_empty(), "{body}");
+
+    let config = mcp_oidc_mock::MockConfig::default();
+    let _idp = mcp_oidc_mock::MockProvider::new(config)
+        .unwrap()
+        .spawn(&format!("127.0.0.1:{idp_port}"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = get("/readyz").await.unwrap();
+        if r.status() == 200 {
+            assert_eq!(r.json::<Value>().await.unwrap()["status"], "ready");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready 30 s after the provider came up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
     server.abort();
 }

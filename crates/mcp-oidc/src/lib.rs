@@ -4,6 +4,7 @@
 #[doc(hidden)]
 pub mod __fuzz;
 pub mod error;
+mod health;
 pub mod limit;
 pub mod mcp;
 pub mod proxy;

@@ -66,6 +66,7 @@ pub struct McpOidc {
     session_hibernation: Option<Duration>,
     session_store: Option<Arc<dyn crate::store::Store>>,
     auth_enabled: bool,
+    health_probes: bool,
     extra_routes: Option<Router>,
     proxy: Option<crate::proxy::OAuthProxy>,
 }
@@ -100,6 +101,7 @@ impl McpOidc {
             session_hibernation: Some(DEFAULT_SESSION_HIBERNATION),
             session_store: None,
             auth_enabled: true,
+            health_probes: false,
             extra_routes: None,
             proxy: None,
         }
@@ -201,6 +203,15 @@ impl McpOidc {
     /// Cancelled on shutdown: ends open sessions and streams.
     pub fn cancellation_token(mut self, token: CancellationToken) -> Self {
         self.cancel = token;
+        self
+    }
+
+    /// Also serves `GET /healthz` (200 whenever the process serves) and `GET /readyz` (200
+    /// once tokens can be verified; 503 with `Retry-After` while the provider's keys have
+    /// never been loaded). Off by default, so that they cannot collide with routes of the
+    /// application's own.
+    pub fn health_probes(mut self, on: bool) -> Self {
+        self.health_probes = on;
         self
     }
 
@@ -308,6 +319,9 @@ impl McpOidc {
                 )),
             )
         };
+        let probes = self
+            .health_probes
+            .then(|| crate::health::router(self.auth_enabled.then(|| self.verifier.clone())));
         let mcp = if self.auth_enabled {
             let settings = LayerSettings {
                 cache: self.cache,
@@ -333,6 +347,9 @@ impl McpOidc {
         let mut app = mcp.merge(metadata_router(&self.resource, self.as_metadata));
         if let Some(extra) = self.extra_routes {
             app = app.merge(extra);
+        }
+        if let Some(probes) = probes {
+            app = app.merge(probes);
         }
         if let Some(proxy) = self.proxy {
             app = app.layer(axum::Extension(proxy));

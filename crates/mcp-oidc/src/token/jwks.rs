@@ -483,6 +483,15 @@ impl KeyStore {
         Ok((set, max_age))
     }
 
+    /// Whether keys were ever loaded (after that, an unreachable provider is served with
+    /// the keys held), or why not.
+    pub(crate) fn ready(&self) -> Result<(), Unavailable> {
+        match self.current() {
+            Some(_) => Ok(()),
+            None => Err(self.unavailable()),
+        }
+    }
+
     fn unavailable(&self) -> Unavailable {
         let st = self.state.lock().ok();
         let retry_after = st

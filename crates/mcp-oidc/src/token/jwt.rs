@@ -285,6 +285,10 @@ impl TokenVerifier for JwtVerifier {
     fn issuers(&self) -> Vec<IssuerUrl> {
         vec![self.inner.config.issuer.clone()]
     }
+
+    fn ready(&self) -> Result<(), crate::error::Unavailable> {
+        self.inner.keys.ready()
+    }
 }
 
 pub(crate) struct JwsParts<'a> {

@@ -65,6 +65,12 @@ pub trait TokenVerifier: Send + Sync + 'static {
     fn issuers(&self) -> Vec<crate::types::IssuerUrl> {
         Vec::new()
     }
+
+    /// Whether this verifier can check tokens now, or why not (for a readiness probe:
+    /// while the provider's keys have never been loaded, every token would get 503).
+    fn ready(&self) -> Result<(), crate::error::Unavailable> {
+        Ok(())
+    }
 }
 
 impl<T: TokenVerifier + ?Sized> TokenVerifier for std::sync::Arc<T> {
@@ -76,6 +82,9 @@ impl<T: TokenVerifier + ?Sized> TokenVerifier for std::sync::Arc<T> {
     }
     fn issuers(&self) -> Vec<crate::types::IssuerUrl> {
         (**self).issuers()
+    }
+    fn ready(&self) -> Result<(), crate::error::Unavailable> {
+        (**self).ready()
     }
 }
 

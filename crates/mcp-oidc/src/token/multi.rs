@@ -122,4 +122,8 @@ impl TokenVerifier for MultiVerifier {
     fn issuers(&self) -> Vec<IssuerUrl> {
         self.verifiers.iter().flat_map(|v| v.issuers()).collect()
     }
+
+    fn ready(&self) -> Result<(), crate::error::Unavailable> {
+        self.verifiers.iter().try_for_each(|v| v.ready())
+    }
 }
