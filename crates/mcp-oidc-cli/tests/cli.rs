@@ -169,12 +169,7 @@ async fn serve_verifies_the_reference_providers_opaque_tokens_with_userinfo() {
         bind: Some(format!("127.0.0.1:{mcp_port}")),
         ..Settings::default()
     };
-    let resolved = settings.resolve().unwrap();
-    let server = tokio::spawn(mcp_oidc_cli::run::serve_demo(
-        resolved,
-        listener,
-        std::future::pending(),
-    ));
+    let server = serve_in_background(settings, listener);
 
     let me = whoami(
         &format!("http://localhost:{mcp_port}/mcp"),
@@ -303,11 +298,7 @@ async fn with_auth_disabled_the_demo_tools_serve_an_anonymous_caller() {
         bind: Some(format!("127.0.0.1:{port}")),
         ..Settings::default()
     };
-    let server = tokio::spawn(mcp_oidc_cli::run::serve_demo(
-        settings.resolve().unwrap(),
-        listener,
-        std::future::pending(),
-    ));
+    let server = serve_in_background(settings, listener);
     let r = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/mcp"))
         .header("content-type", "application/json")
@@ -344,11 +335,7 @@ async fn readyz_is_503_until_the_providers_keys_load_while_healthz_answers_throu
         bind: Some(format!("127.0.0.1:{port}")),
         ..Settings::default()
     };
-    let server = tokio::spawn(mcp_oidc_cli::run::serve_demo(
-        settings.resolve().unwrap(),
-        listener,
-        std::future::pending(),
-    ));
+    let server = serve_in_background(settings, listener);
     let http = reqwest::Client::new();
     let get = |path: &str| http.get(format!("http://127.0.0.1:{port}{path}")).send();
 
@@ -357,12 +344,7 @@ async fn readyz_is_503_until_the_providers_keys_load_while_healthz_answers_throu
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "ok");
     let r = get("/readyz").await.unwrap();
     assert_eq!(r.status(), 503);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(retry >= 1);
+    assert!(retry_after_secs(&r) >= 1);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], "unavailable");
     assert!(!body["detail"].as_str().unwrap().is_empty(), "{body}");

@@ -8,6 +8,10 @@ use std::process::Command;
 use mcp_oidc_cli::config::Settings;
 use serde_json::{Value, json};
 
+mod common;
+
+use common::serve_in_background;
+
 struct TinyDisk {
     path: PathBuf,
 }
@@ -85,11 +89,7 @@ async fn a_full_disk_gives_a_clear_503_loses_no_registration_and_recovers() {
         register_rate_limit: Some(0),
         ..Settings::default()
     };
-    let server = tokio::spawn(mcp_oidc_cli::run::serve_demo(
-        settings.resolve().unwrap(),
-        listener,
-        std::future::pending(),
-    ));
+    let server = serve_in_background(settings, listener);
     let http = reqwest::Client::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !http

@@ -51,12 +51,7 @@ async fn serve(settings: Settings) -> (String, tokio::task::JoinHandle<std::io::
     let bind = settings.bind.clone().unwrap();
     let listener = tokio::net::TcpListener::bind(&bind).await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let resolved = settings.resolve().unwrap();
-    let task = tokio::spawn(mcp_oidc_cli::run::serve_demo(
-        resolved,
-        listener,
-        std::future::pending(),
-    ));
+    let task = serve_in_background(settings, listener);
     (format!("http://localhost:{port}"), task)
 }
 
@@ -715,12 +710,7 @@ async fn a_registration_flood_from_one_address_gets_429_with_retry_after() {
         assert_eq!(r.status(), 201);
     }
     let r = limited.expect("the flood was never limited");
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(retry >= 1);
+    assert!(retry_after_secs(&r) >= 1);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "too_many_requests");
     // Other endpoints have their own budget.

@@ -22,6 +22,27 @@ pub async fn start_idp() -> mcp_oidc_mock::RunningMock {
         .unwrap()
 }
 
+/// `mcp-oidc serve` with `settings` on `listener`, in the background until aborted.
+pub fn serve_in_background(
+    settings: mcp_oidc_cli::config::Settings,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(mcp_oidc_cli::run::serve_demo(
+        settings.resolve().unwrap(),
+        listener,
+        std::future::pending(),
+    ))
+}
+
+/// The `Retry-After` of `r`, in seconds.
+pub fn retry_after_secs(r: &reqwest::Response) -> u64 {
+    r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// A port that was free a moment ago, for servers that must know their URL before binding.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
