@@ -208,6 +208,11 @@ impl SessionTable {
     fn make_room(&self, shard: &mut Shard, now: u64) {
         if now >= shard.next_sweep {
             shard.map.retain(|_, s| !self.expired(s.used, now));
+            // After a burst has expired, give its memory back (a table never shrinks alone).
+            if shard.map.capacity() > 64 && shard.map.len() < shard.map.capacity() / 4 {
+                let keep = shard.map.len() * 2;
+                shard.map.shrink_to(keep);
+            }
             shard.next_sweep = now.saturating_add((self.idle_ms / 8).max(1));
             self.owners.prune_if_grown();
             self.states.prune_if_grown();
@@ -332,6 +337,28 @@ mod tests {
             assert!(t.get("used").is_some());
         }
         assert!(t.get("unused").is_none());
+    }
+
+    #[test]
+    fn the_memory_of_an_expired_burst_is_given_back_on_the_next_sweep() {
+        let t = SessionTable::new(100_000, Duration::from_millis(200));
+        for i in 0..20_000 {
+            t.upsert(&format!("s{i}"), |_| owned("alice", &t));
+        }
+        let slots = |t: &SessionTable| -> usize {
+            t.shards
+                .iter()
+                .map(|s| s.lock().unwrap().map.capacity())
+                .sum()
+        };
+        assert!(slots(&t) >= 20_000);
+        std::thread::sleep(Duration::from_millis(300));
+        // One insert into every shard sweeps it.
+        for i in 0..2_000 {
+            t.upsert(&format!("late{i}"), |_| owned("alice", &t));
+        }
+        assert_eq!(t.len(), 2_000);
+        assert!(slots(&t) < 8_000, "{} slots kept", slots(&t));
     }
 
     #[test]
