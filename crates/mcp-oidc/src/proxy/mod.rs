@@ -5,7 +5,7 @@
 //! a consent page that names them, then to the upstream provider, which calls back to
 //! `{base_url}/auth/callback`. The proxy keeps the upstream tokens (sealed, server-side) and
 //! issues its own: short-lived ES256 JWT access tokens for this resource, and rotating
-//! refresh tokens. Every record lives in a [`Store`](crate::store::Store).
+//! refresh tokens. Every record lives in a [`Store`].
 //!
 //! Endpoints (under the base URL's path): `/authorize`, `/consent`, `/auth/callback`,
 //! `/token`, `/register`, `/revoke`, `/jwks`, and the RFC 8414 / OIDC discovery documents.
