@@ -100,9 +100,9 @@ const RELEASE_THRESHOLD: u32 = 32 << 20;
 /// but glibc's allocator gives back by itself only free memory at the top of a heap, and
 /// freed session memory lies below what is still in use (10,000 hibernated sessions kept
 /// about 530 MB resident without this, 7 MB with it). `malloc_trim` returns every whole
-/// free page wherever it is. It walks the whole heap, so it runs off the request threads and only after at least
-/// [`RELEASE_THRESHOLD`] more bytes became free. Other allocators return memory on their own;
-/// there this does nothing.
+/// free page wherever it is. It walks the whole heap, so it runs off the request threads
+/// and only after at least [`RELEASE_THRESHOLD`] more bytes became free. Other allocators
+/// return memory on their own; there this does nothing.
 async fn release_freed_memory(cancel: CancellationToken) {
     let mut tick = tokio::time::interval(RELEASE_INTERVAL);
     tick.tick().await;
