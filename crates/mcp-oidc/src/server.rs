@@ -282,13 +282,21 @@ impl McpOidc {
         let mcp_path = self.resource.mcp_path().to_owned();
         // One table for both jobs: who owns each session (checked by the bearer layer) and
         // what it takes to resume it (read by rmcp), so both are forgotten together.
-        let sessions = self.stateful.then(|| match &self.session_store {
-            Some(store) => SessionBindings::default().with_store(store.clone()),
-            None => SessionBindings::default(),
+        let transport_store = self.session_hibernation.is_some() || self.session_store.is_some();
+        let sessions = self.stateful.then(|| {
+            let sessions = match &self.session_store {
+                Some(store) => SessionBindings::default().with_store(store.clone()),
+                None => SessionBindings::default(),
+            };
+            if transport_store {
+                sessions.serving_as_transport_store()
+            } else {
+                sessions
+            }
         });
         let mcp = if let Some(sessions) = &sessions {
             let mut config = config;
-            if self.session_hibernation.is_some() || self.session_store.is_some() {
+            if transport_store {
                 config.session_store = Some(Arc::new(sessions.clone()));
             }
             match self.session_hibernation {

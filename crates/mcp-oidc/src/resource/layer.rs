@@ -169,7 +169,7 @@ where
                         }
                         (Some(id), _) if deleting && response.status().is_success() => {
                             if let Ok(id) = id.to_str() {
-                                sessions.unbind(id).await;
+                                sessions.deleted(id).await;
                             }
                         }
                         _ => {}

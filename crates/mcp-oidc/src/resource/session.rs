@@ -43,6 +43,8 @@ pub struct SessionBindings {
     table: Arc<SessionTable>,
     durable: Option<Durable>,
     idle: Duration,
+    /// Installed as rmcp's session store, which forgets a deleted session by itself.
+    transport_store: bool,
 }
 
 /// The durable side of [`SessionBindings`].
@@ -66,7 +68,15 @@ impl SessionBindings {
             table: Arc::new(SessionTable::new(capacity, idle)),
             durable: None,
             idle,
+            transport_store: false,
         }
+    }
+
+    /// Marks this table as the session store of rmcp's transport: rmcp then forgets a
+    /// deleted session itself, and [`SessionBindings::deleted`] leaves it at that.
+    pub(crate) fn serving_as_transport_store(mut self) -> Self {
+        self.transport_store = true;
+        self
     }
 
     /// Also keeps every session in `store`, where it expires `idle` after it was last
@@ -126,6 +136,14 @@ impl SessionBindings {
             ..known.unwrap_or(entry)
         });
         self.persist(session, &entry).await;
+    }
+
+    /// After the transport answered a DELETE of `session` with success: forgets it, unless
+    /// rmcp (with this table as its session store) has already done so.
+    pub(crate) async fn deleted(&self, session: &str) {
+        if !self.transport_store {
+            self.unbind(session).await;
+        }
     }
 
     /// Forgets a session (after it was deleted).
@@ -311,9 +329,11 @@ mod tests {
     }
 
     /// A store that counts its reads, to see which lookups reach it.
+    #[derive(Default)]
     struct CountingStore {
         inner: MemoryStore,
         gets: std::sync::atomic::AtomicUsize,
+        deletes: std::sync::atomic::AtomicUsize,
     }
 
     impl Store for CountingStore {
@@ -351,6 +371,8 @@ mod tests {
             self.inner.take(ns, key)
         }
         fn delete<'a>(&'a self, ns: Namespace, key: &'a str) -> crate::store::StoreFuture<'a, ()> {
+            self.deletes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.inner.delete(ns, key)
         }
         fn purge_expired(&self) -> crate::store::StoreFuture<'_, u64> {
@@ -377,10 +399,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_used_within_an_eighth_of_its_lifetime_is_not_rewritten() {
-        let store = Arc::new(CountingStore {
-            inner: MemoryStore::new(),
-            gets: Default::default(),
-        });
+        let store = Arc::new(CountingStore::default());
         let b = SessionBindings::default().with_store(store.clone());
         b.bind("s1", "alice").await;
         // Deleted behind the table's back: only a rewrite would bring it back.
@@ -400,10 +419,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_session_id_costs_one_store_read_until_it_is_created() {
-        let store = Arc::new(CountingStore {
-            inner: MemoryStore::new(),
-            gets: Default::default(),
-        });
+        let store = Arc::new(CountingStore::default());
         let reads = || store.gets.load(std::sync::atomic::Ordering::SeqCst);
         let b = SessionBindings::default().with_store(store.clone());
         for _ in 0..5 {
@@ -418,5 +434,26 @@ mod tests {
         assert!(b.allows("nope", "alice").await);
         let other = SessionBindings::default().with_store(store.clone());
         assert!(other.allows("nope", "alice").await);
+    }
+
+    #[tokio::test]
+    async fn a_delete_rmcp_already_handled_is_not_repeated_but_one_it_did_not_is_done() {
+        let store = Arc::new(CountingStore::default());
+        let deletes = || store.deletes.load(std::sync::atomic::Ordering::SeqCst);
+        let b = SessionBindings::default()
+            .with_store(store.clone())
+            .serving_as_transport_store();
+        b.bind("s1", "alice").await;
+        b.delete("s1").await.unwrap(); // rmcp's hook, on DELETE
+        b.deleted("s1").await; // the bearer layer, after the DELETE succeeded
+        assert_eq!(deletes(), 1);
+        assert!(!b.allows("s1", "alice").await);
+
+        // Without rmcp's hook the layer's call is what forgets the session.
+        let b = SessionBindings::default().with_store(store.clone());
+        b.bind("s2", "alice").await;
+        b.deleted("s2").await;
+        assert_eq!(deletes(), 2);
+        assert!(!b.allows("s2", "alice").await);
     }
 }
