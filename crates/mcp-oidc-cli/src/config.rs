@@ -151,6 +151,12 @@ pub struct Settings {
     /// same id. 0 turns this off (an idle session then ends after 5 minutes) [default: 300].
     #[arg(long, env = "MCP_OIDC_SESSION_HIBERNATE_SECS")]
     pub session_hibernate_secs: Option<u64>,
+    /// With sessions in a store shared by several instances: seconds a session held here
+    /// is used before the store is asked again whether another instance deleted it (how
+    /// late such a DELETE takes effect here; one store read per session in use and period;
+    /// 0: every request) [default: 5].
+    #[arg(long, env = "MCP_OIDC_SESSION_STORE_RECHECK_SECS")]
+    pub session_store_recheck_secs: Option<u64>,
     /// Largest request body, in bytes [default: 4194304].
     #[arg(long, env = "MCP_OIDC_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -308,6 +314,8 @@ pub struct Resolved {
     pub session_hibernation: Option<Duration>,
     /// Where sessions are kept beyond memory (the proxy's store, or `store` when set).
     pub session_store: Option<StoreChoice>,
+    /// How long a session held in memory is trusted before the store is asked again.
+    pub session_store_recheck: Duration,
     /// What to mirror at the AS metadata locations.
     pub as_metadata: MetadataSource,
     /// Auth off (benchmarks).
@@ -555,6 +563,10 @@ impl Settings {
                 Some(0) => None,
                 Some(secs) => Some(Duration::from_secs(secs)),
             },
+            session_store_recheck: self.session_store_recheck_secs.map_or(
+                mcp_oidc::server::DEFAULT_SESSION_STORE_RECHECK,
+                Duration::from_secs,
+            ),
             as_metadata,
             auth_disabled,
             jwt,
@@ -828,5 +840,17 @@ mod tests {
             .resolve()
             .unwrap();
         assert_eq!(r.session_hibernation, Some(Duration::from_secs(30)));
+    }
+
+    #[tokio::test]
+    async fn session_store_recheck_defaults_to_five_seconds() {
+        let base = "issuer = \"http://localhost:9400\"\n";
+        let r = Settings::from_toml(base).unwrap().resolve().unwrap();
+        assert_eq!(r.session_store_recheck, Duration::from_secs(5));
+        let r = Settings::from_toml(&format!("{base}session_store_recheck_secs = 0"))
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(r.session_store_recheck, Duration::ZERO);
     }
 }

@@ -53,7 +53,9 @@ pub async fn demo_router(
         server = server.stateless(resolved.json_response);
     }
     if let Some(store) = store {
-        server = server.persist_sessions(store);
+        server = server
+            .persist_sessions(store)
+            .session_store_recheck(resolved.session_store_recheck);
     }
     if resolved.auth_disabled {
         server = server.without_auth_for_testing();

@@ -225,12 +225,32 @@ async fn start_session_server(
     port: u16,
     state: &std::path::Path,
 ) -> tokio::process::Child {
+    start_session_instance(
+        issuer,
+        port,
+        &format!("http://localhost:{port}"),
+        state,
+        &[],
+    )
+    .await
+}
+
+/// One instance of a server at `base`, listening on `port`, its sessions in SQLite under
+/// `state` (which several instances may share).
+async fn start_session_instance(
+    issuer: &str,
+    port: u16,
+    base: &str,
+    state: &std::path::Path,
+    extra: &[&str],
+) -> tokio::process::Child {
     let child = tokio::process::Command::new(BIN)
         .args(["serve", "--issuer", issuer])
         .args(["--bind", &format!("127.0.0.1:{port}")])
-        .args(["--base-url", &format!("http://localhost:{port}")])
+        .args(["--base-url", base])
         .args(["--store", "sqlite", "--state-dir"])
         .arg(state)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -244,6 +264,28 @@ async fn start_session_server(
     }
     child
 }
+
+/// Opens a session (`initialize`, then `notifications/initialized`); its id.
+async fn open_session(mcp: &str, token: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(mcp)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let _ = r.text().await;
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(on_session(mcp, &session, token, initialized).await.0, 202);
+    session
+}
+
+const WHOAMI: &str =
+    r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
 
 /// A POST on an MCP session; the status and the body.
 async fn on_session(mcp: &str, session: &str, token: &str, body: &str) -> (u16, String) {
@@ -280,21 +322,8 @@ async fn an_mcp_session_survives_kill_9_and_still_belongs_to_its_owner_only() {
     let bob = token_for("bob").await;
 
     let server = start_session_server(&idp.issuer(), port, dir.path()).await;
-    let r = reqwest::Client::new()
-        .post(&mcp)
-        .bearer_auth(&alice)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
-    let _ = r.text().await;
-    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-    assert_eq!(on_session(&mcp, &session, &alice, initialized).await.0, 202);
-    let whoami = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+    let session = open_session(&mcp, &alice).await;
+    let whoami = WHOAMI;
     let (status, body) = on_session(&mcp, &session, &alice, whoami).await;
     assert_eq!(status, 200, "{body}");
 
@@ -312,4 +341,51 @@ async fn an_mcp_session_survives_kill_9_and_still_belongs_to_its_owner_only() {
     assert!(body.contains(r#"\"sub\":\"alice\""#), "{body}");
     let (status, _) = on_session(&mcp, "not-a-session", &alice, whoami).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_session_deleted_through_one_instance_is_refused_by_another_sharing_the_store() {
+    let idp = start_idp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    // Two instances of one server (one base URL, one store), as behind a load balancer.
+    let base = format!("http://localhost:{port_a}");
+    let (mcp_a, mcp_b) = (
+        format!("{base}/mcp"),
+        format!("http://localhost:{port_b}/mcp"),
+    );
+    let http = mcp_oidc_mock::headless::http_client().unwrap();
+    let mut req = mcp_oidc_mock::headless::TokenRequest::new(idp.issuer(), "alice");
+    req.resource = Some(mcp_a.clone());
+    let alice = mcp_oidc_mock::headless::fetch_token(&http, &req)
+        .await
+        .unwrap()
+        .access_token;
+    let recheck = ["--session-store-recheck-secs", "1"];
+    let _a = start_session_instance(&idp.issuer(), port_a, &base, dir.path(), &recheck).await;
+    let _b = start_session_instance(&idp.issuer(), port_b, &base, dir.path(), &recheck).await;
+
+    let session = open_session(&mcp_a, &alice).await;
+    assert_eq!(on_session(&mcp_a, &session, &alice, WHOAMI).await.0, 200);
+    let (status, body) = on_session(&mcp_b, &session, &alice, WHOAMI).await;
+    assert_eq!(
+        status, 200,
+        "the other instance resumes it from the store: {body}"
+    );
+
+    let r = reqwest::Client::new()
+        .delete(&mcp_b)
+        .bearer_auth(&alice)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(on_session(&mcp_b, &session, &alice, WHOAMI).await.0, 404);
+
+    // The first instance still holds the session live; its next check of the store ends it.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (status, body) = on_session(&mcp_a, &session, &alice, WHOAMI).await;
+    assert_eq!(status, 404, "deleted through the other instance: {body}");
 }

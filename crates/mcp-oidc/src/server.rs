@@ -26,6 +26,10 @@ use crate::token::{TokenCache, TokenVerifier};
 /// ([`McpOidc::session_hibernation`]).
 pub const DEFAULT_SESSION_HIBERNATION: Duration = Duration::from_secs(300);
 
+/// How often, by default, an instance asks the session store whether a session it holds
+/// was deleted through another instance ([`McpOidc::session_store_recheck`]).
+pub const DEFAULT_SESSION_STORE_RECHECK: Duration = crate::resource::DEFAULT_STORE_RECHECK;
+
 /// Builds the router of a protected MCP server.
 ///
 /// ```no_run
@@ -65,6 +69,7 @@ pub struct McpOidc {
     cancel: CancellationToken,
     session_hibernation: Option<Duration>,
     session_store: Option<Arc<dyn crate::store::Store>>,
+    session_store_recheck: Duration,
     auth_enabled: bool,
     health_probes: bool,
     extra_routes: Option<Router>,
@@ -100,6 +105,7 @@ impl McpOidc {
             cancel: CancellationToken::new(),
             session_hibernation: Some(DEFAULT_SESSION_HIBERNATION),
             session_store: None,
+            session_store_recheck: DEFAULT_SESSION_STORE_RECHECK,
             auth_enabled: true,
             health_probes: false,
             extra_routes: None,
@@ -200,6 +206,16 @@ impl McpOidc {
         self
     }
 
+    /// With [`McpOidc::persist_sessions`]: how long a session this instance holds is used
+    /// before the store is asked again whether it still exists. A session deleted through
+    /// another instance sharing the store is refused here (404) from then on, so this is
+    /// how late such a DELETE can take effect. Each session in use costs one store read per
+    /// period. Default [`DEFAULT_SESSION_STORE_RECHECK`] (5 seconds).
+    pub fn session_store_recheck(mut self, every: Duration) -> Self {
+        self.session_store_recheck = every;
+        self
+    }
+
     /// Cancelled on shutdown: ends open sessions and streams.
     pub fn cancellation_token(mut self, token: CancellationToken) -> Self {
         self.cancel = token;
@@ -285,7 +301,9 @@ impl McpOidc {
         let transport_store = self.session_hibernation.is_some() || self.session_store.is_some();
         let sessions = self.stateful.then(|| {
             let sessions = match &self.session_store {
-                Some(store) => SessionBindings::default().with_store(store.clone()),
+                Some(store) => SessionBindings::default()
+                    .with_store(store.clone())
+                    .store_recheck(self.session_store_recheck),
                 None => SessionBindings::default(),
             };
             if transport_store {

@@ -37,7 +37,9 @@ struct Persisted<'a> {
 ///
 /// With a durable [`Store`] ([`SessionBindings::with_store`]) every entry is also written
 /// there, so sessions outlive a restart of the server: the memory table is then a cache of
-/// it.
+/// it. Several instances can share the store; a session deleted through one of them is
+/// refused by the others from their next check of the store, at most
+/// [`SessionBindings::store_recheck`] (default 5 seconds) later.
 #[derive(Clone)]
 pub struct SessionBindings {
     table: Arc<SessionTable>,
@@ -45,6 +47,9 @@ pub struct SessionBindings {
     idle: Duration,
     /// Installed as rmcp's session store, which forgets a deleted session by itself.
     transport_store: bool,
+    /// How long a session from memory is trusted before the durable store is asked
+    /// whether another instance deleted it.
+    recheck: Duration,
 }
 
 /// The durable side of [`SessionBindings`].
@@ -60,6 +65,9 @@ struct Durable {
 /// How long an id the store did not have is remembered as unknown.
 const UNKNOWN_FOR: Duration = Duration::from_secs(60);
 
+/// The default of [`SessionBindings::store_recheck`].
+pub(crate) const DEFAULT_STORE_RECHECK: Duration = Duration::from_secs(5);
+
 impl SessionBindings {
     /// At most `capacity` sessions in memory (when full, the least recently used one is
     /// forgotten), each forgotten after `idle` without a request.
@@ -69,6 +77,7 @@ impl SessionBindings {
             durable: None,
             idle,
             transport_store: false,
+            recheck: DEFAULT_STORE_RECHECK,
         }
     }
 
@@ -94,6 +103,15 @@ impl SessionBindings {
         self
     }
 
+    /// With a durable store: how long a session held in memory is used before the store is
+    /// asked again whether it still exists, i.e. how late a DELETE made through another
+    /// instance sharing the store can take effect here. Each session in use costs one store
+    /// read per period. Zero asks on every request.
+    pub fn store_recheck(mut self, every: Duration) -> Self {
+        self.recheck = every;
+        self
+    }
+
     /// Records that `principal` created `session`.
     pub async fn bind(&self, session: &str, principal: &str) {
         let owner = self.table.owner(principal);
@@ -101,6 +119,7 @@ impl SessionBindings {
             owner: Some(owner),
             state: known.and_then(|e| e.state),
             written: Some(self.table.now_s()),
+            confirmed: self.table.now_s(),
         });
         self.persist(session, &entry).await;
     }
@@ -113,8 +132,42 @@ impl SessionBindings {
         if entry.owner.as_deref() != Some(principal) {
             return false;
         }
+        let Some(entry) = self.still_stored(session, entry).await else {
+            return false;
+        };
         self.keep_stored(session, entry).await;
         true
+    }
+
+    /// The entry, unless the durable store says the session is gone: deleted through
+    /// another instance, or expired there. Asks the store at most once per `recheck` per
+    /// session. When the store cannot answer, the session stays usable: its owner was
+    /// checked, and an outage of the store must not end every session.
+    async fn still_stored(&self, session: &str, entry: Entry) -> Option<Entry> {
+        let Some(durable) = &self.durable else {
+            return Some(entry);
+        };
+        let now = self.table.now_s();
+        let every = u32::try_from(self.recheck.as_secs()).unwrap_or(u32::MAX);
+        if now.saturating_sub(entry.confirmed) < every {
+            return Some(entry);
+        }
+        match durable.store.get(Namespace::Sessions, session).await {
+            Ok(Some(_)) => Some(self.table.upsert(session, |known| Entry {
+                confirmed: now,
+                ..known.unwrap_or(entry)
+            })),
+            Ok(None) => {
+                tracing::debug!(target: "mcp_oidc::sessions", "session no longer in the store (deleted elsewhere or expired); refusing it");
+                self.table.remove(session);
+                durable.unknown.insert(Arc::from(session), ());
+                None
+            }
+            Err(e) => {
+                tracing::warn!(target: "mcp_oidc::sessions", error = %e, "could not read a session from the store; trusting memory");
+                Some(entry)
+            }
+        }
     }
 
     /// Rewrites a session in use to the durable store once its stored lifetime has run an
@@ -133,6 +186,7 @@ impl SessionBindings {
         }
         let entry = self.table.upsert(session, |known| Entry {
             written: Some(now),
+            confirmed: now,
             ..known.unwrap_or(entry)
         });
         self.persist(session, &entry).await;
@@ -181,6 +235,7 @@ impl SessionBindings {
             owner: p.owner.map(|o| self.table.owner(&o)),
             state: p.state.map(|s| self.table.state(&s)),
             written: None,
+            confirmed: self.table.now_s(),
         };
         Some(self.table.upsert(session, |known| known.unwrap_or(entry)))
     }
@@ -218,6 +273,7 @@ impl SessionBindings {
             owner: now_known.or(known).and_then(|e| e.owner),
             state: Some(state),
             written: Some(self.table.now_s()),
+            confirmed: self.table.now_s(),
         });
         self.persist(session, &entry).await;
         Ok(())
@@ -328,12 +384,14 @@ mod tests {
         assert!(b.load("s2").await.unwrap().is_none());
     }
 
-    /// A store that counts its reads, to see which lookups reach it.
+    /// A store that counts its reads, to see which lookups reach it, and whose reads can
+    /// be made to fail.
     #[derive(Default)]
     struct CountingStore {
         inner: MemoryStore,
         gets: std::sync::atomic::AtomicUsize,
         deletes: std::sync::atomic::AtomicUsize,
+        failing_reads: std::sync::atomic::AtomicBool,
     }
 
     impl Store for CountingStore {
@@ -361,6 +419,11 @@ mod tests {
             key: &'a str,
         ) -> crate::store::StoreFuture<'a, Option<Vec<u8>>> {
             self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.failing_reads.load(std::sync::atomic::Ordering::SeqCst) {
+                return Box::pin(async {
+                    Err(crate::store::StoreError::new("read", "disk unplugged"))
+                });
+            }
             self.inner.get(ns, key)
         }
         fn take<'a>(
@@ -455,5 +518,75 @@ mod tests {
         b.deleted("s2").await;
         assert_eq!(deletes(), 2);
         assert!(!b.allows("s2", "alice").await);
+    }
+
+    #[tokio::test]
+    async fn a_session_deleted_through_another_instance_is_refused_here_after_the_recheck() {
+        let store = Arc::new(CountingStore::default());
+        let reads = || store.gets.load(std::sync::atomic::Ordering::SeqCst);
+        let here = SessionBindings::default()
+            .with_store(store.clone())
+            .store_recheck(Duration::from_secs(1));
+        let there = SessionBindings::default().with_store(store.clone());
+        here.bind("s1", "alice").await;
+        assert!(there.allows("s1", "alice").await);
+        there.unbind("s1").await; // a DELETE through the other instance
+
+        // Within the period memory is trusted, without a store read.
+        let before = reads();
+        assert!(here.allows("s1", "alice").await);
+        assert_eq!(reads(), before);
+
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(!here.allows("s1", "alice").await);
+        assert!(!here.allows("s1", "alice").await);
+        assert!(here.load("s1").await.unwrap().is_none(), "nor resumed");
+        assert_eq!(reads(), before + 1, "the refusal is remembered");
+    }
+
+    #[tokio::test]
+    async fn a_session_in_use_is_confirmed_once_per_recheck_period() {
+        let store = Arc::new(CountingStore::default());
+        let reads = || store.gets.load(std::sync::atomic::Ordering::SeqCst);
+        let b = SessionBindings::default()
+            .with_store(store.clone())
+            .store_recheck(Duration::from_secs(1));
+        b.bind("s1", "alice").await;
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            let before = reads();
+            for _ in 0..5 {
+                assert!(b.allows("s1", "alice").await);
+            }
+            // One read, or two if the table's clock (whole seconds) ticked mid-loop.
+            assert!(
+                (1..=2).contains(&(reads() - before)),
+                "{}",
+                reads() - before
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_answer_leaves_the_sessions_in_memory_usable() {
+        let store = Arc::new(CountingStore::default());
+        let b = SessionBindings::default()
+            .with_store(store.clone())
+            .store_recheck(Duration::ZERO);
+        b.bind("s1", "alice").await;
+        store
+            .failing_reads
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(b.allows("s1", "alice").await);
+        assert!(!b.allows("s1", "bob").await, "the owner is still checked");
+
+        store
+            .failing_reads
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        store.inner.delete(Namespace::Sessions, "s1").await.unwrap();
+        assert!(
+            !b.allows("s1", "alice").await,
+            "a zero period asks every time"
+        );
     }
 }

@@ -25,6 +25,9 @@ pub(super) struct Entry {
     /// [`SessionTable::now_s`]); `None` when unknown, as for an entry read back after a
     /// restart.
     pub(super) written: Option<u32>,
+    /// When the durable store last showed that this session still exists (seconds on the
+    /// table's clock): reading or writing it there. Another instance may delete it.
+    pub(super) confirmed: u32,
 }
 
 const SHARDS: usize = 16;
@@ -311,11 +314,13 @@ mod tests {
             owner: Some(t.owner(&String::from("alice"))),
             state: Some(t.state(&String::from("{\"v\":1}"))),
             written: None,
+            confirmed: 0,
         });
         let b = t.upsert("s2", |_| Entry {
             owner: Some(t.owner(&String::from("alice"))),
             state: Some(t.state(&String::from("{\"v\":1}"))),
             written: None,
+            confirmed: 0,
         });
         assert!(Arc::ptr_eq(
             a.owner.as_ref().unwrap(),
