@@ -21,7 +21,8 @@ use crate::mcp::{Decision, ToolPolicies};
 use crate::token::{AccessToken, TokenCache, TokenVerifier};
 use crate::types::{BearerToken, TokenFingerprint};
 
-const SESSION_HEADER: &str = "mcp-session-id";
+// A `HeaderName` rather than a `&str`: lookups by string parse the name on every call.
+const SESSION_HEADER: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
 
 /// Settings of the [`BearerAuthLayer`] beyond the verifier and the resource.
 #[derive(Clone, Debug)]
