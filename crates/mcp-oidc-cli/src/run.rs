@@ -23,6 +23,10 @@ pub async fn demo_router(
         Some(choice) => Some(open_store(choice)?),
         None => None,
     };
+    // Also the provider's keys, so that a restart while the provider is down still verifies.
+    if let Some(store) = &store {
+        resolved.verifier.keep_keys_in(store.clone());
+    }
     let proxy = match &resolved.proxy {
         Some(plan) => {
             let store = match &store {

@@ -389,3 +389,36 @@ async fn a_session_deleted_through_one_instance_is_refused_by_another_sharing_th
     let (status, body) = on_session(&mcp_a, &session, &alice, WHOAMI).await;
     assert_eq!(status, 404, "deleted through the other instance: {body}");
 }
+
+#[tokio::test]
+async fn a_server_restarted_while_its_provider_is_down_still_verifies_tokens() {
+    let idp = start_idp().await;
+    let issuer = idp.issuer();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mcp = format!("http://localhost:{port}/mcp");
+    let http = mcp_oidc_mock::headless::http_client().unwrap();
+    let mut req = mcp_oidc_mock::headless::TokenRequest::new(idp.issuer(), "alice");
+    req.resource = Some(mcp.clone());
+    let alice = mcp_oidc_mock::headless::fetch_token(&http, &req)
+        .await
+        .unwrap()
+        .access_token;
+
+    let server = start_session_server(&issuer, port, dir.path()).await;
+    let session = open_session(&mcp, &alice).await;
+    assert_eq!(on_session(&mcp, &session, &alice, WHOAMI).await.0, 200);
+    kill_9(&server);
+    drop(server);
+    idp.shutdown();
+
+    // The provider is gone; the keys the last run kept in the store still verify.
+    let _server = start_session_server(&issuer, port, dir.path()).await;
+    let (status, body) = on_session(&mcp, &session, &alice, WHOAMI).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#"\"sub\":\"alice\""#), "{body}");
+    let ready = reqwest::get(format!("http://localhost:{port}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}

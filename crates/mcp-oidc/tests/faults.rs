@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use common::*;
+use mcp_oidc::TokenVerifier;
 use mcp_oidc::token::{AudiencePolicy, JwksSettings, JwtConfig, JwtVerifier, KeySource};
 use serde_json::json;
 
@@ -242,4 +243,149 @@ async fn a_flapping_provider_does_not_interrupt_valid_tokens() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}
+
+/// A protected server like [`server`], accepting tokens for `aud`, whose verifier keeps
+/// the provider's keys in `store` when given one.
+async fn server_keeping_keys(
+    issuer: &TestIssuer,
+    jwks_url: &str,
+    aud: &str,
+    store: Option<Arc<dyn mcp_oidc::store::Store>>,
+) -> Served {
+    let (iss, jwks_url, aud) = (issuer.url.clone(), jwks_url.to_owned(), aud.to_owned());
+    serve_probe(
+        move |_| {
+            let mut config = JwtConfig::new(
+                iss.as_str(),
+                KeySource::JwksUri(jwks_url),
+                AudiencePolicy::OneOf(vec![aud.into()]),
+            );
+            config.jwks = JwksSettings {
+                http_timeout: Duration::from_millis(800),
+                max_retry_backoff: Duration::from_millis(400),
+                ..JwksSettings::default()
+            };
+            let verifier = JwtVerifier::new(config).unwrap();
+            if let Some(store) = store {
+                verifier.keep_keys_in(store);
+            }
+            Arc::new(verifier)
+        },
+        |s| s.token_cache(mcp_oidc::token::TokenCache::disabled()),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_server_restarted_while_the_provider_is_down_verifies_with_the_keys_it_kept() {
+    let issuer = TestIssuer::start().await;
+    let jwks = FaultyJwks::start(vec![issuer.rsa.jwk.clone()], NORMAL).await;
+    let store: Arc<dyn mcp_oidc::store::Store> = Arc::new(mcp_oidc::store::MemoryStore::new());
+    let aud = "https://mcp.example.com/mcp";
+    let valid = format!("Bearer {}", issuer.rs256(&issuer.claims("alice", aud)));
+
+    let first = server_keeping_keys(&issuer, &jwks.url, aud, Some(store.clone())).await;
+    assert!(
+        eventually(Duration::from_secs(5), async || post(
+            &first.mcp_url,
+            Some(&valid),
+            INIT
+        )
+        .await
+        .status()
+            == 200)
+        .await
+    );
+    drop(first);
+    jwks.set(DOWN);
+
+    // Restarted with the provider unreachable: the kept keys verify, a wrong token is still
+    // refused, and a server that kept nothing can only answer 503.
+    let second = server_keeping_keys(&issuer, &jwks.url, aud, Some(store.clone())).await;
+    assert!(
+        eventually(Duration::from_secs(5), async || post(
+            &second.mcp_url,
+            Some(&valid),
+            INIT
+        )
+        .await
+        .status()
+            == 200)
+        .await,
+        "the kept keys verify the token"
+    );
+    let forged = format!("Bearer {}", corrupt_signature(&valid["Bearer ".len()..]));
+    assert_eq!(
+        post(&second.mcp_url, Some(&forged), INIT).await.status(),
+        401
+    );
+    let amnesic = server_keeping_keys(&issuer, &jwks.url, aud, None).await;
+    assert_eq!(
+        post(&amnesic.mcp_url, Some(&valid), INIT).await.status(),
+        503
+    );
+
+    // Once the provider answers again, its current keys replace the kept ones.
+    jwks.set(NORMAL);
+    let before = jwks.fetches.load(Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(5), async || jwks
+            .fetches
+            .load(Ordering::SeqCst)
+            > before)
+        .await
+    );
+    assert_eq!(
+        post(&second.mcp_url, Some(&valid), INIT).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn kept_keys_older_than_the_longest_refresh_interval_are_not_used() {
+    let issuer = TestIssuer::start().await;
+    let jwks = FaultyJwks::start(vec![issuer.rsa.jwk.clone()], NORMAL).await;
+    let store: Arc<dyn mcp_oidc::store::Store> = Arc::new(mcp_oidc::store::MemoryStore::new());
+    let aud = "https://mcp.example.com/mcp";
+    let valid = format!("Bearer {}", issuer.rs256(&issuer.claims("alice", aud)));
+    let verifier = |store: Arc<dyn mcp_oidc::store::Store>| {
+        let mut config = JwtConfig::new(
+            issuer.url.as_str(),
+            KeySource::JwksUri(jwks.url.clone()),
+            AudiencePolicy::OneOf(vec![aud.into()]),
+        );
+        config.jwks = JwksSettings {
+            min_refresh: Duration::from_secs(1),
+            max_refresh: Duration::from_secs(1),
+            http_timeout: Duration::from_millis(800),
+            max_retry_backoff: Duration::from_millis(400),
+            ..JwksSettings::default()
+        };
+        let v = JwtVerifier::new(config).unwrap();
+        v.keep_keys_in(store);
+        v
+    };
+    let token = mcp_oidc::types::BearerToken::new(&valid["Bearer ".len()..]);
+    let first = verifier(store.clone());
+    assert!(
+        eventually(Duration::from_secs(5), async || first
+            .verify(&token)
+            .await
+            .is_ok())
+        .await
+    );
+    drop(first);
+    jwks.set(DOWN);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = verifier(store);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        second.ready().is_err(),
+        "keys fetched longer ago than max_refresh are not trusted"
+    );
+    assert!(matches!(
+        second.verify(&token).await,
+        Err(mcp_oidc::error::VerifyError::Unavailable(_))
+    ));
 }

@@ -2,8 +2,8 @@
 //! at once — but rate-limited — when a token names a key we have not seen.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::discovery::discover;
 use super::http::get_json;
 use crate::error::{InvalidToken, Unavailable, VerifyError};
+use crate::store::{Namespace, Store};
 use crate::types::ClientSecret;
 
 /// Where the verification keys come from.
@@ -49,7 +50,8 @@ impl std::fmt::Debug for KeySource {
 pub struct JwksSettings {
     /// Shortest interval between background refreshes, whatever `Cache-Control` says.
     pub min_refresh: Duration,
-    /// Longest interval between background refreshes.
+    /// Longest interval between background refreshes, and the oldest a key set kept in a
+    /// store ([`crate::TokenVerifier::keep_keys_in`]) may be to be used after a restart.
     pub max_refresh: Duration,
     /// Interval used when the JWKS response has no `Cache-Control: max-age`.
     pub default_refresh: Duration,
@@ -278,6 +280,15 @@ struct RawJwks {
     keys: Vec<Value>,
 }
 
+/// A key set as kept in a [`Store`] for the next start.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptKeys {
+    jwks_uri: String,
+    keys: Vec<Value>,
+    /// When it was fetched (Unix seconds).
+    fetched_at: u64,
+}
+
 struct FetchState {
     last_attempt: Option<Instant>,
     /// When a token with an unseen `kid` last forced a fetch. Tracked apart from the
@@ -287,6 +298,8 @@ struct FetchState {
     next_attempt: Option<Instant>,
     last_error: Option<String>,
     jwks_uri: Option<String>,
+    /// The last key set fetched, as received (kept in the store when one is attached).
+    last_good: Option<Arc<KeptKeys>>,
 }
 
 /// The cached key set of one issuer.
@@ -300,6 +313,11 @@ pub(crate) struct KeyStore {
     fetch_lock: tokio::sync::Mutex<()>,
     generation: AtomicU64,
     fetches: AtomicU64,
+    /// Where fetched key sets are kept for the next start ([`KeyStore::keep_in`]).
+    kept: OnceLock<Arc<dyn Store>>,
+    /// Whether the kept set was looked for (until then a request without keys waits for
+    /// that rather than answering 503).
+    kept_looked_up: AtomicBool,
 }
 
 /// Why the key set is fetched, logged with each fetch so that an operator (and the
@@ -357,11 +375,112 @@ impl KeyStore {
                 next_attempt: None,
                 last_error: None,
                 jwks_uri,
+                last_good: None,
             }),
             fetch_lock: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
+            kept: OnceLock::new(),
+            kept_looked_up: AtomicBool::new(false),
         })
+    }
+
+    /// Keeps every key set fetched from now on in `store`, and, if none has been fetched
+    /// yet, loads the one kept there by an earlier run: a server restarted while its
+    /// provider is unreachable then goes on verifying tokens instead of answering 503. A
+    /// kept set is used only until a fresh one is fetched, and only within `max_refresh`
+    /// of its own fetch (the longest the keys are trusted without asking the provider).
+    pub(crate) fn keep_in(self: &Arc<Self>, store: Arc<dyn Store>) {
+        if !self.is_remote() || self.kept.set(store).is_err() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let me = Arc::clone(self);
+        handle.spawn(async move { me.use_or_update_kept().await });
+    }
+
+    fn kept_key(&self) -> String {
+        let source = match &self.source {
+            KeySource::Discovery(url) | KeySource::JwksUri(url) => url.as_str(),
+            _ => "",
+        };
+        format!("jwks {source}")
+    }
+
+    /// At attachment: loads the kept set while no fresh one is held, or keeps the one a
+    /// fetch already brought.
+    async fn use_or_update_kept(&self) {
+        self.load_or_update_kept().await;
+        self.kept_looked_up.store(true, Ordering::Release);
+    }
+
+    async fn load_or_update_kept(&self) {
+        let Some(store) = self.kept.get() else { return };
+        let fresh = self.state.lock().ok().and_then(|s| s.last_good.clone());
+        if let Some(fresh) = fresh {
+            self.keep(&fresh).await;
+            return;
+        }
+        let bytes = match store.get(Namespace::Keys, &self.kept_key()).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the kept JWKS");
+                return;
+            }
+        };
+        let Ok(kept) = serde_json::from_slice::<KeptKeys>(&bytes) else {
+            return;
+        };
+        let age = super::unix_now().saturating_sub(kept.fetched_at);
+        if Duration::from_secs(age) > self.settings.max_refresh {
+            return;
+        }
+        let set = KeySet::from_jwks(&kept.keys, &self.allowed);
+        if set.len() == 0 {
+            return;
+        }
+        let Ok(mut keys) = self.keys.write() else {
+            return;
+        };
+        // A fetch that succeeded meanwhile wins.
+        if keys.is_some() {
+            return;
+        }
+        *keys = Some(Arc::new(set));
+        drop(keys);
+        self.generation.fetch_add(1, Ordering::Release);
+        if let Ok(mut st) = self.state.lock()
+            && st.jwks_uri.is_none()
+        {
+            st.jwks_uri = Some(kept.jwks_uri);
+        }
+        tracing::info!(
+            fetched_secs_ago = age,
+            "using the provider's keys kept from an earlier fetch until it answers"
+        );
+    }
+
+    async fn keep(&self, kept: &KeptKeys) {
+        let Some(store) = self.kept.get() else { return };
+        let result = match serde_json::to_vec(kept) {
+            Ok(bytes) => {
+                store
+                    .put(
+                        Namespace::Keys,
+                        &self.kept_key(),
+                        &bytes,
+                        Some(self.settings.max_refresh),
+                    )
+                    .await
+            }
+            Err(e) => Err(crate::store::StoreError::new("encode JWKS", e.to_string())),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot keep the fetched JWKS for the next start");
+        }
     }
 
     fn is_remote(&self) -> bool {
@@ -412,7 +531,7 @@ impl KeyStore {
             st.last_attempt = Some(Instant::now());
         }
         match self.fetch_keys().await {
-            Ok((set, max_age)) => {
+            Ok((set, max_age, raw)) => {
                 let wait = max_age
                     .unwrap_or(self.settings.default_refresh)
                     .clamp(self.settings.min_refresh, self.settings.max_refresh);
@@ -428,7 +547,9 @@ impl KeyStore {
                     st.consecutive_failures = 0;
                     st.last_error = None;
                     st.next_attempt = Some(Instant::now() + wait);
+                    st.last_good = Some(raw.clone());
                 }
+                self.keep(&raw).await;
                 wait
             }
             Err(message) => {
@@ -455,7 +576,7 @@ impl KeyStore {
         }
     }
 
-    async fn fetch_keys(&self) -> Result<(KeySet, Option<Duration>), String> {
+    async fn fetch_keys(&self) -> Result<(KeySet, Option<Duration>, Arc<KeptKeys>), String> {
         let known_uri = self.state.lock().ok().and_then(|s| s.jwks_uri.clone());
         let uri = match (known_uri, &self.source) {
             (Some(uri), _) => uri,
@@ -480,7 +601,12 @@ impl KeyStore {
             // An empty or unusable set would lock everyone out; keep the keys we had.
             return Err(format!("{uri}: no usable signing keys in the key set"));
         }
-        Ok((set, max_age))
+        let raw = Arc::new(KeptKeys {
+            jwks_uri: uri,
+            keys: raw.keys,
+            fetched_at: super::unix_now(),
+        });
+        Ok((set, max_age, raw))
     }
 
     /// Whether keys were ever loaded (after that, an unreachable provider is served with
@@ -550,8 +676,17 @@ impl KeyStore {
         let mut set = match self.current() {
             Some(set) => set,
             None => {
-                self.refetch_rate_limited().await;
-                self.current().ok_or_else(|| self.unavailable())?
+                // Right after start-up the keys kept by the last run may still be loading.
+                if self.kept.get().is_some() && !self.kept_looked_up.load(Ordering::Acquire) {
+                    self.use_or_update_kept().await;
+                }
+                match self.current() {
+                    Some(set) => set,
+                    None => {
+                        self.refetch_rate_limited().await;
+                        self.current().ok_or_else(|| self.unavailable())?
+                    }
+                }
             }
         };
         let mut refetched = false;

@@ -289,6 +289,10 @@ impl TokenVerifier for JwtVerifier {
     fn ready(&self) -> Result<(), crate::error::Unavailable> {
         self.inner.keys.ready()
     }
+
+    fn keep_keys_in(&self, store: Arc<dyn crate::store::Store>) {
+        self.inner.keys.keep_in(store);
+    }
 }
 
 pub(crate) struct JwsParts<'a> {

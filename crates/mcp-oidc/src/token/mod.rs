@@ -71,6 +71,14 @@ pub trait TokenVerifier: Send + Sync + 'static {
     fn ready(&self) -> Result<(), crate::error::Unavailable> {
         Ok(())
     }
+
+    /// Keeps the provider's signing keys in `store` as they are fetched, so that a server
+    /// restarted while its provider is unreachable verifies tokens with the keys kept by
+    /// its previous run (for at most [`JwksSettings::max_refresh`] after they were fetched)
+    /// instead of answering 503. Verifiers without fetched keys ignore it.
+    fn keep_keys_in(&self, store: std::sync::Arc<dyn crate::store::Store>) {
+        let _ = store;
+    }
 }
 
 impl<T: TokenVerifier + ?Sized> TokenVerifier for std::sync::Arc<T> {
@@ -85,6 +93,9 @@ impl<T: TokenVerifier + ?Sized> TokenVerifier for std::sync::Arc<T> {
     }
     fn ready(&self) -> Result<(), crate::error::Unavailable> {
         (**self).ready()
+    }
+    fn keep_keys_in(&self, store: std::sync::Arc<dyn crate::store::Store>) {
+        (**self).keep_keys_in(store)
     }
 }
 

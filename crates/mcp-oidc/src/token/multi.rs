@@ -126,4 +126,10 @@ impl TokenVerifier for MultiVerifier {
     fn ready(&self) -> Result<(), crate::error::Unavailable> {
         self.verifiers.iter().try_for_each(|v| v.ready())
     }
+
+    fn keep_keys_in(&self, store: std::sync::Arc<dyn crate::store::Store>) {
+        for v in &self.verifiers {
+            v.keep_keys_in(store.clone());
+        }
+    }
 }
