@@ -452,12 +452,10 @@ impl KeyStore {
         *keys = Some(Arc::new(set));
         drop(keys);
         self.generation.fetch_add(1, Ordering::Release);
-        if let Ok(mut st) = self.state.lock()
-            && st.jwks_uri.is_none()
-        {
-            st.jwks_uri = Some(kept.jwks_uri);
-        }
+        // `kept.jwks_uri` is not reused: the next fetch discovers the provider afresh, as
+        // after any start.
         tracing::info!(
+            jwks_uri = %kept.jwks_uri,
             fetched_secs_ago = age,
             "using the provider's keys kept from an earlier fetch until it answers"
         );
