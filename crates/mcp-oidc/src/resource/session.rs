@@ -132,24 +132,30 @@ impl SessionBindings {
         if entry.owner.as_deref() != Some(principal) {
             return false;
         }
-        let Some(entry) = self.still_stored(session, entry).await else {
+        // A rewrite would bring back a session deleted through another instance, so one
+        // is preceded by a check of the store (unless the entry was just read from there).
+        let rewrite = self.rewrite_due(&entry);
+        let confirm_now = rewrite && entry.written.is_some();
+        let Some(entry) = self.still_stored(session, entry, confirm_now).await else {
             return false;
         };
-        self.keep_stored(session, entry).await;
+        if rewrite {
+            self.rewrite(session, entry).await;
+        }
         true
     }
 
     /// The entry, unless the durable store says the session is gone: deleted through
     /// another instance, or expired there. Asks the store at most once per `recheck` per
-    /// session. When the store cannot answer, the session stays usable: its owner was
-    /// checked, and an outage of the store must not end every session.
-    async fn still_stored(&self, session: &str, entry: Entry) -> Option<Entry> {
+    /// session, or now if `force`. When the store cannot answer, the session stays usable:
+    /// its owner was checked, and an outage of the store must not end every session.
+    async fn still_stored(&self, session: &str, entry: Entry, force: bool) -> Option<Entry> {
         let Some(durable) = &self.durable else {
             return Some(entry);
         };
         let now = self.table.now_s();
         let every = u32::try_from(self.recheck.as_secs()).unwrap_or(u32::MAX);
-        if now.saturating_sub(entry.confirmed) < every {
+        if !force && now.saturating_sub(entry.confirmed) < every {
             return Some(entry);
         }
         match durable.store.get(Namespace::Sessions, session).await {
@@ -170,20 +176,21 @@ impl SessionBindings {
         }
     }
 
-    /// Rewrites a session in use to the durable store once its stored lifetime has run an
-    /// eighth down, so that what expires there is a session left unused, not an old one.
-    async fn keep_stored(&self, session: &str, entry: Entry) {
+    /// Whether a session in use is due to be rewritten to the durable store: once its
+    /// stored lifetime has run an eighth down, so that what expires there is a session
+    /// left unused, not an old one.
+    fn rewrite_due(&self, entry: &Entry) -> bool {
         if self.durable.is_none() {
-            return;
+            return false;
         }
-        let now = self.table.now_s();
         let every = u32::try_from(self.idle.as_secs() / 8).unwrap_or(u32::MAX);
-        if entry
+        entry
             .written
-            .is_some_and(|at| now.saturating_sub(at) < every)
-        {
-            return;
-        }
+            .is_none_or(|at| self.table.now_s().saturating_sub(at) >= every)
+    }
+
+    async fn rewrite(&self, session: &str, entry: Entry) {
+        let now = self.table.now_s();
         let entry = self.table.upsert(session, |known| Entry {
             written: Some(now),
             confirmed: now,
@@ -587,6 +594,25 @@ mod tests {
         assert!(
             !b.allows("s1", "alice").await,
             "a zero period asks every time"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_due_rewrite_never_brings_back_a_session_deleted_elsewhere() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        // A 2 s lifetime: every use is due to rewrite the record; the recheck period (5 s)
+        // alone would not look at the store yet.
+        let here = SessionBindings::new(100, Duration::from_secs(2)).with_store(store.clone());
+        let there = SessionBindings::new(100, Duration::from_secs(2)).with_store(store.clone());
+        here.bind("s1", "alice").await;
+        there.unbind("s1").await;
+        assert!(!here.allows("s1", "alice").await);
+        assert!(
+            store
+                .get(Namespace::Sessions, "s1")
+                .await
+                .unwrap()
+                .is_none()
         );
     }
 }
