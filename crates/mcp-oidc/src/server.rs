@@ -200,7 +200,9 @@ impl McpOidc {
     /// Also keeps every session (its owner and the client's `initialize` parameters) in
     /// `store`, so that sessions survive a restart and are resumed by any instance sharing
     /// the store, exactly as after hibernation. A stored session expires after 24 hours
-    /// without a request. Without this they live in memory only.
+    /// without a request. Without this they live in memory only. The same store can keep
+    /// the provider's keys for restarts while it is down:
+    /// [`TokenVerifier::keep_keys_in`](crate::TokenVerifier::keep_keys_in).
     pub fn persist_sessions(mut self, store: Arc<dyn crate::store::Store>) -> Self {
         self.session_store = Some(store);
         self
