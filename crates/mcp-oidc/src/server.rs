@@ -202,7 +202,7 @@ impl McpOidc {
     /// the store, exactly as after hibernation. A stored session expires after 24 hours
     /// without a request. Without this they live in memory only. The same store can keep
     /// the provider's keys for restarts while it is down:
-    /// [`TokenVerifier::keep_keys_in`](crate::TokenVerifier::keep_keys_in).
+    /// [`TokenVerifier::keep_keys_in`].
     pub fn persist_sessions(mut self, store: Arc<dyn crate::store::Store>) -> Self {
         self.session_store = Some(store);
         self
