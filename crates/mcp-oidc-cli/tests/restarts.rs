@@ -367,6 +367,18 @@ async fn a_session_deleted_through_one_instance_is_refused_by_another_sharing_th
 
     let session = open_session(&mcp_a, &alice).await;
     assert_eq!(on_session(&mcp_a, &session, &alice, WHOAMI).await.0, 200);
+    // A stream for server-initiated messages, held open on the first instance.
+    let mut stream = reqwest::Client::new()
+        .get(&mcp_a)
+        .bearer_auth(&alice)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let stream_ended = tokio::spawn(async move { while let Ok(Some(_)) = stream.chunk().await {} });
     let (status, body) = on_session(&mcp_b, &session, &alice, WHOAMI).await;
     assert_eq!(
         status, 200,
@@ -388,6 +400,11 @@ async fn a_session_deleted_through_one_instance_is_refused_by_another_sharing_th
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (status, body) = on_session(&mcp_a, &session, &alice, WHOAMI).await;
     assert_eq!(status, 404, "deleted through the other instance: {body}");
+    // ... and the session's live worker there ends, with its open stream.
+    tokio::time::timeout(Duration::from_secs(5), stream_ended)
+        .await
+        .expect("the deleted session's stream on the first instance ends")
+        .unwrap();
 }
 
 #[tokio::test]

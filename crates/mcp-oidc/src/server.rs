@@ -314,29 +314,33 @@ impl McpOidc {
                 sessions
             }
         });
-        let mcp = if let Some(sessions) = &sessions {
+        let mut sessions = sessions;
+        let mcp = if let Some(bindings) = sessions.take() {
             let mut config = config;
-            if transport_store {
-                config.session_store = Some(Arc::new(sessions.clone()));
-            }
-            match self.session_hibernation {
-                Some(idle) => Router::new().nest_service(
-                    &mcp_path,
-                    SharedMcpService::new(StreamableHttpService::new(
-                        make,
-                        HibernatingSessions::new(idle),
-                        config,
-                    )),
-                ),
-                None => Router::new().nest_service(
-                    &mcp_path,
-                    SharedMcpService::new(StreamableHttpService::new(
-                        make,
-                        Arc::new(LocalSessionManager::default()),
-                        config,
-                    )),
-                ),
-            }
+            let (mcp, bindings) = match self.session_hibernation {
+                Some(idle) => {
+                    let manager = HibernatingSessions::new(idle);
+                    let bindings = bindings.closing_with(closer(manager.clone()));
+                    if transport_store {
+                        config.session_store = Some(Arc::new(bindings.clone()));
+                    }
+                    let service = StreamableHttpService::new(make, manager, config);
+                    let mcp = Router::new().nest_service(&mcp_path, SharedMcpService::new(service));
+                    (mcp, bindings)
+                }
+                None => {
+                    let manager = Arc::new(LocalSessionManager::default());
+                    let bindings = bindings.closing_with(closer(manager.clone()));
+                    if transport_store {
+                        config.session_store = Some(Arc::new(bindings.clone()));
+                    }
+                    let service = StreamableHttpService::new(make, manager, config);
+                    let mcp = Router::new().nest_service(&mcp_path, SharedMcpService::new(service));
+                    (mcp, bindings)
+                }
+            };
+            sessions = Some(bindings);
+            mcp
         } else {
             Router::new().nest_service(
                 &mcp_path,
@@ -387,6 +391,22 @@ impl McpOidc {
             self.request_timeout,
         ))
     }
+}
+
+/// Ends a live session in `manager`: for [`SessionBindings`], when the store shows that
+/// the session was deleted through another instance.
+fn closer<M>(manager: Arc<M>) -> crate::resource::SessionCloser
+where
+    M: rmcp::transport::streamable_http_server::session::SessionManager,
+{
+    Arc::new(move |id| {
+        let manager = manager.clone();
+        Box::pin(async move {
+            if let Err(e) = manager.close_session(&id).await {
+                tracing::debug!(target: "mcp_oidc::sessions", error = %e, "could not end a session deleted elsewhere");
+            }
+        })
+    })
 }
 
 /// The caller of every request when authorization is off: subject `anonymous`, no scopes,

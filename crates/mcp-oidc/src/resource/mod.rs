@@ -22,5 +22,5 @@ pub(crate) use layer::bearer_token;
 pub use layer::{BearerAuthLayer, BearerAuthService, LayerSettings};
 pub use metadata::{MetadataSource, ProtectedResourceMetadata, metadata_router};
 pub use resource_url::ProtectedResource;
-pub(crate) use session::DEFAULT_STORE_RECHECK;
 pub use session::SessionBindings;
+pub(crate) use session::{Closer as SessionCloser, DEFAULT_STORE_RECHECK};

@@ -50,7 +50,14 @@ pub struct SessionBindings {
     /// How long a session from memory is trusted before the durable store is asked
     /// whether another instance deleted it.
     recheck: Duration,
+    /// Ends the transport's live session (its worker and open streams) once the store
+    /// shows it was deleted through another instance.
+    closer: Option<Closer>,
 }
+
+/// Ends a live session in the transport's session manager.
+pub(crate) type Closer =
+    Arc<dyn Fn(Arc<str>) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// The durable side of [`SessionBindings`].
 #[derive(Clone)]
@@ -78,7 +85,15 @@ impl SessionBindings {
             idle,
             transport_store: false,
             recheck: DEFAULT_STORE_RECHECK,
+            closer: None,
         }
+    }
+
+    /// How to end the transport's live session when the store shows it was deleted
+    /// elsewhere (without it, the session's worker lingers until its idle period ends).
+    pub(crate) fn closing_with(mut self, closer: Closer) -> Self {
+        self.closer = Some(closer);
+        self
     }
 
     /// Marks this table as the session store of rmcp's transport: rmcp then forgets a
@@ -166,7 +181,11 @@ impl SessionBindings {
             Ok(None) => {
                 tracing::debug!(target: "mcp_oidc::sessions", "session no longer in the store (deleted elsewhere or expired); refusing it");
                 self.table.remove(session);
-                durable.unknown.insert(Arc::from(session), ());
+                let id: Arc<str> = Arc::from(session);
+                durable.unknown.insert(id.clone(), ());
+                if let Some(close) = &self.closer {
+                    close(id).await;
+                }
                 None
             }
             Err(e) => {
