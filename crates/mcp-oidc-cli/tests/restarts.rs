@@ -265,17 +265,20 @@ async fn start_session_instance(
     child
 }
 
+/// An access token of `user` for the resource `mcp`, through the provider's sign-in.
+async fn token_for(idp: &mcp_oidc_mock::RunningMock, user: &str, mcp: &str) -> String {
+    let http = mcp_oidc_mock::headless::http_client().unwrap();
+    let mut req = mcp_oidc_mock::headless::TokenRequest::new(idp.issuer(), user);
+    req.resource = Some(mcp.to_owned());
+    mcp_oidc_mock::headless::fetch_token(&http, &req)
+        .await
+        .unwrap()
+        .access_token
+}
+
 /// Opens a session (`initialize`, then `notifications/initialized`); its id.
 async fn open_session(mcp: &str, token: &str) -> String {
-    let r = reqwest::Client::new()
-        .post(mcp)
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = initialize(mcp, token).await.unwrap();
     assert_eq!(r.status(), 200);
     let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
     let _ = r.text().await;
@@ -309,17 +312,8 @@ async fn an_mcp_session_survives_kill_9_and_still_belongs_to_its_owner_only() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mcp = format!("http://localhost:{port}/mcp");
-    let token_for = async |user: &str| {
-        let http = mcp_oidc_mock::headless::http_client().unwrap();
-        let mut req = mcp_oidc_mock::headless::TokenRequest::new(idp.issuer(), user);
-        req.resource = Some(mcp.clone());
-        mcp_oidc_mock::headless::fetch_token(&http, &req)
-            .await
-            .unwrap()
-            .access_token
-    };
-    let alice = token_for("alice").await;
-    let bob = token_for("bob").await;
+    let alice = token_for(&idp, "alice", &mcp).await;
+    let bob = token_for(&idp, "bob", &mcp).await;
 
     let server = start_session_server(&idp.issuer(), port, dir.path()).await;
     let session = open_session(&mcp, &alice).await;
@@ -354,13 +348,7 @@ async fn a_session_deleted_through_one_instance_is_refused_by_another_sharing_th
         format!("{base}/mcp"),
         format!("http://localhost:{port_b}/mcp"),
     );
-    let http = mcp_oidc_mock::headless::http_client().unwrap();
-    let mut req = mcp_oidc_mock::headless::TokenRequest::new(idp.issuer(), "alice");
-    req.resource = Some(mcp_a.clone());
-    let alice = mcp_oidc_mock::headless::fetch_token(&http, &req)
-        .await
-        .unwrap()
-        .access_token;
+    let alice = token_for(&idp, "alice", &mcp_a).await;
     let recheck = ["--session-store-recheck-secs", "1"];
     let _a = start_session_instance(&idp.issuer(), port_a, &base, dir.path(), &recheck).await;
     let _b = start_session_instance(&idp.issuer(), port_b, &base, dir.path(), &recheck).await;
@@ -414,13 +402,7 @@ async fn a_server_restarted_while_its_provider_is_down_still_verifies_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mcp = format!("http://localhost:{port}/mcp");
-    let http = mcp_oidc_mock::headless::http_client().unwrap();
-    let mut req = mcp_oidc_mock::headless::TokenRequest::new(idp.issuer(), "alice");
-    req.resource = Some(mcp.clone());
-    let alice = mcp_oidc_mock::headless::fetch_token(&http, &req)
-        .await
-        .unwrap()
-        .access_token;
+    let alice = token_for(&idp, "alice", &mcp).await;
 
     let server = start_session_server(&issuer, port, dir.path()).await;
     let session = open_session(&mcp, &alice).await;

@@ -301,7 +301,7 @@ impl McpOidc {
         // One table for both jobs: who owns each session (checked by the bearer layer) and
         // what it takes to resume it (read by rmcp), so both are forgotten together.
         let transport_store = self.session_hibernation.is_some() || self.session_store.is_some();
-        let sessions = self.stateful.then(|| {
+        let mut sessions = self.stateful.then(|| {
             let sessions = match &self.session_store {
                 Some(store) => SessionBindings::default()
                     .with_store(store.clone())
@@ -314,33 +314,24 @@ impl McpOidc {
                 sessions
             }
         });
-        let mut sessions = sessions;
         let mcp = if let Some(bindings) = sessions.take() {
             let mut config = config;
-            let (mcp, bindings) = match self.session_hibernation {
+            match self.session_hibernation {
                 Some(idle) => {
                     let manager = HibernatingSessions::new(idle);
                     let bindings = bindings.closing_with(closer(manager.clone()));
-                    if transport_store {
-                        config.session_store = Some(Arc::new(bindings.clone()));
-                    }
+                    sessions = Some(attach(bindings, &mut config, transport_store));
                     let service = StreamableHttpService::new(make, manager, config);
-                    let mcp = Router::new().nest_service(&mcp_path, SharedMcpService::new(service));
-                    (mcp, bindings)
+                    Router::new().nest_service(&mcp_path, SharedMcpService::new(service))
                 }
                 None => {
                     let manager = Arc::new(LocalSessionManager::default());
                     let bindings = bindings.closing_with(closer(manager.clone()));
-                    if transport_store {
-                        config.session_store = Some(Arc::new(bindings.clone()));
-                    }
+                    sessions = Some(attach(bindings, &mut config, transport_store));
                     let service = StreamableHttpService::new(make, manager, config);
-                    let mcp = Router::new().nest_service(&mcp_path, SharedMcpService::new(service));
-                    (mcp, bindings)
+                    Router::new().nest_service(&mcp_path, SharedMcpService::new(service))
                 }
-            };
-            sessions = Some(bindings);
-            mcp
+            }
         } else {
             Router::new().nest_service(
                 &mcp_path,
@@ -391,6 +382,18 @@ impl McpOidc {
             self.request_timeout,
         ))
     }
+}
+
+/// Makes `bindings` rmcp's session store too, when it keeps what resuming needs.
+fn attach(
+    bindings: SessionBindings,
+    config: &mut StreamableHttpServerConfig,
+    transport_store: bool,
+) -> SessionBindings {
+    if transport_store {
+        config.session_store = Some(Arc::new(bindings.clone()));
+    }
+    bindings
 }
 
 /// Ends a live session in `manager`: for [`SessionBindings`], when the store shows that

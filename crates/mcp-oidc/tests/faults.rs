@@ -114,6 +114,14 @@ async fn server(issuer: &TestIssuer, jwks_url: &str) -> Served {
     .await
 }
 
+/// Whether `initialize` with `auth` is answered `status` within five seconds.
+async fn soon_answers(mcp_url: &str, auth: &str, status: u16) -> bool {
+    eventually(Duration::from_secs(5), async || {
+        post(mcp_url, Some(auth), INIT).await.status() == status
+    })
+    .await
+}
+
 /// A token with a key id nobody has: forces a (rate-limited) key refetch.
 fn unknown_kid_token(issuer: &TestIssuer, aud: &str) -> String {
     jws(
@@ -132,17 +140,7 @@ async fn garbage_empty_or_failing_key_endpoints_never_evict_the_cached_keys() {
         "Bearer {}",
         issuer.rs256(&issuer.claims("alice", &served.mcp_url))
     );
-    assert!(
-        eventually(Duration::from_secs(5), async || post(
-            &served.mcp_url,
-            Some(&valid),
-            INIT
-        )
-        .await
-        .status()
-            == 200)
-        .await
-    );
+    assert!(soon_answers(&served.mcp_url, &valid, 200).await);
 
     for (mode, name) in [
         (GARBAGE, "garbage"),
@@ -216,17 +214,7 @@ async fn a_flapping_provider_does_not_interrupt_valid_tokens() {
         "Bearer {}",
         issuer.rs256(&issuer.claims("alice", &served.mcp_url))
     );
-    assert!(
-        eventually(Duration::from_secs(5), async || post(
-            &served.mcp_url,
-            Some(&valid),
-            INIT
-        )
-        .await
-        .status()
-            == 200)
-        .await
-    );
+    assert!(soon_answers(&served.mcp_url, &valid, 200).await);
     let mut statuses = Vec::new();
     for i in 0..40 {
         jwks.set(if i % 2 == 0 { DOWN } else { NORMAL });
@@ -286,17 +274,7 @@ async fn a_server_restarted_while_the_provider_is_down_verifies_with_the_keys_it
     let valid = format!("Bearer {}", issuer.rs256(&issuer.claims("alice", aud)));
 
     let first = server_keeping_keys(&issuer, &jwks.url, aud, Some(store.clone())).await;
-    assert!(
-        eventually(Duration::from_secs(5), async || post(
-            &first.mcp_url,
-            Some(&valid),
-            INIT
-        )
-        .await
-        .status()
-            == 200)
-        .await
-    );
+    assert!(soon_answers(&first.mcp_url, &valid, 200).await);
     drop(first);
     jwks.set(DOWN);
 
@@ -304,15 +282,7 @@ async fn a_server_restarted_while_the_provider_is_down_verifies_with_the_keys_it
     // refused, and a server that kept nothing can only answer 503.
     let second = server_keeping_keys(&issuer, &jwks.url, aud, Some(store.clone())).await;
     assert!(
-        eventually(Duration::from_secs(5), async || post(
-            &second.mcp_url,
-            Some(&valid),
-            INIT
-        )
-        .await
-        .status()
-            == 200)
-        .await,
+        soon_answers(&second.mcp_url, &valid, 200).await,
         "the kept keys verify the token"
     );
     let forged = format!("Bearer {}", corrupt_signature(&valid["Bearer ".len()..]));

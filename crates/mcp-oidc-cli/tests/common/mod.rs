@@ -143,6 +143,14 @@ pub async fn token_request(base: &str, form: &[(&str, &str)]) -> (u16, Value) {
 /// The HTTP status of an MCP `initialize` sent to `mcp` with this bearer token, or 0 when
 /// the server cannot be reached (the restart tests call servers that are being killed).
 pub async fn mcp_status(mcp: &str, token: &str) -> u16 {
+    initialize(mcp, token)
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// An MCP `initialize` sent to `mcp` with this bearer token.
+pub async fn initialize(mcp: &str, token: &str) -> reqwest::Result<reqwest::Response> {
     reqwest::Client::new()
         .post(mcp)
         .bearer_auth(token)
@@ -151,6 +159,4 @@ pub async fn mcp_status(mcp: &str, token: &str) -> u16 {
         .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
         .send()
         .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
 }
