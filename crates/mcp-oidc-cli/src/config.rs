@@ -164,6 +164,10 @@ pub struct Settings {
     /// origin, mirroring the provider's metadata, for older clients [default: true].
     #[arg(long, env = "MCP_OIDC_MIRROR_PROVIDER_METADATA", num_args = 0..=1, default_missing_value = "true")]
     pub mirror_provider_metadata: Option<bool>,
+    /// Serve Prometheus metrics at /metrics (decisions of the bearer layer, token-cache
+    /// lookups, readiness, sessions held); keep the route internal [default: false].
+    #[arg(long, env = "MCP_OIDC_METRICS", num_args = 0..=1, default_missing_value = "true")]
+    pub metrics: Option<bool>,
     /// OAuth proxy: the client id registered for this server at the provider (turns the
     /// proxy on; the provider must allow the redirect URI {base_url}/auth/callback).
     #[arg(long, env = "MCP_OIDC_UPSTREAM_CLIENT_ID")]
@@ -316,6 +320,8 @@ pub struct Resolved {
     pub session_store: Option<StoreChoice>,
     /// How long a session held in memory is trusted before the store is asked again.
     pub session_store_recheck: Duration,
+    /// Whether `/metrics` is served.
+    pub metrics: bool,
     /// What to mirror at the AS metadata locations.
     pub as_metadata: MetadataSource,
     /// Auth off (benchmarks).
@@ -563,6 +569,7 @@ impl Settings {
                 Some(0) => None,
                 Some(secs) => Some(Duration::from_secs(secs)),
             },
+            metrics: self.metrics.unwrap_or(false),
             session_store_recheck: self.session_store_recheck_secs.map_or(
                 mcp_oidc::server::DEFAULT_SESSION_STORE_RECHECK,
                 Duration::from_secs,
@@ -840,6 +847,23 @@ mod tests {
             .resolve()
             .unwrap();
         assert_eq!(r.session_hibernation, Some(Duration::from_secs(30)));
+    }
+
+    #[tokio::test]
+    async fn metrics_are_off_unless_asked_for() {
+        let base = "issuer = \"http://localhost:9400\"\n";
+        assert!(
+            !Settings::from_toml(base)
+                .unwrap()
+                .resolve()
+                .unwrap()
+                .metrics
+        );
+        let r = Settings::from_toml(&format!("{base}metrics = true"))
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert!(r.metrics);
     }
 
     #[tokio::test]

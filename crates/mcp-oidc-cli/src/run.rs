@@ -52,6 +52,7 @@ pub async fn demo_router(
         .max_body_bytes(resolved.max_body_bytes)
         .session_hibernation(resolved.session_hibernation)
         .health_probes(true)
+        .metrics(resolved.metrics)
         .cancellation_token(cancel);
     if resolved.stateless {
         server = server.stateless(resolved.json_response);

@@ -325,7 +325,7 @@ async fn with_auth_disabled_the_demo_tools_serve_an_anonymous_caller() {
 }
 
 #[tokio::test]
-async fn readyz_is_503_until_the_providers_keys_load_while_healthz_answers_throughout() {
+async fn readyz_and_the_ready_metric_wait_for_the_providers_keys_while_healthz_answers() {
     // The provider is not running yet when the server starts.
     let idp_port = free_port();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -333,11 +333,18 @@ async fn readyz_is_503_until_the_providers_keys_load_while_healthz_answers_throu
     let settings = Settings {
         issuer: Some(format!("http://localhost:{idp_port}")),
         bind: Some(format!("127.0.0.1:{port}")),
+        metrics: Some(true),
         ..Settings::default()
     };
     let server = serve_in_background(settings, listener);
     let http = reqwest::Client::new();
     let get = |path: &str| http.get(format!("http://127.0.0.1:{port}{path}")).send();
+    let ready_metric = async || {
+        let text = get("/metrics").await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("mcp_oidc_ready ").map(str::to_owned))
+            .unwrap_or_else(|| panic!("no mcp_oidc_ready in\n{text}"))
+    };
 
     let r = get("/healthz").await.unwrap();
     assert_eq!(r.status(), 200);
@@ -348,6 +355,7 @@ async fn readyz_is_503_until_the_providers_keys_load_while_healthz_answers_throu
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], "unavailable");
     assert!(!body["detail"].as_str().unwrap().is_empty(), "{body}");
+    assert_eq!(ready_metric().await, "0");
 
     let config = mcp_oidc_mock::MockConfig::default();
     let _idp = mcp_oidc_mock::MockProvider::new(config)
@@ -369,5 +377,6 @@ async fn readyz_is_503_until_the_providers_keys_load_while_healthz_answers_throu
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(ready_metric().await, "1");
     server.abort();
 }

@@ -7,6 +7,7 @@ pub mod error;
 mod health;
 pub mod limit;
 pub mod mcp;
+pub mod metrics;
 pub mod proxy;
 pub mod resource;
 pub mod server;

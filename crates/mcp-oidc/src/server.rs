@@ -72,6 +72,7 @@ pub struct McpOidc {
     session_store_recheck: Duration,
     auth_enabled: bool,
     health_probes: bool,
+    metrics: bool,
     extra_routes: Option<Router>,
     proxy: Option<crate::proxy::OAuthProxy>,
 }
@@ -108,6 +109,7 @@ impl McpOidc {
             session_store_recheck: DEFAULT_SESSION_STORE_RECHECK,
             auth_enabled: true,
             health_probes: false,
+            metrics: false,
             extra_routes: None,
             proxy: None,
         }
@@ -233,6 +235,15 @@ impl McpOidc {
         self
     }
 
+    /// Serves Prometheus metrics at `GET /metrics` (OpenMetrics text, see
+    /// [`crate::metrics`]): requests by the bearer layer's decision, token-cache hits and
+    /// misses, readiness and the sessions held. Off by default; the counts say nothing
+    /// about who calls, but keep the route off the public internet at the reverse proxy.
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
+    }
+
     /// Turns authorization off entirely. For benchmarks and protocol tests only: every
     /// caller is served, anonymously.
     pub fn without_auth_for_testing(mut self) -> Self {
@@ -345,8 +356,14 @@ impl McpOidc {
         let probes = self
             .health_probes
             .then(|| crate::health::router(self.auth_enabled.then(|| self.verifier.clone())));
+        let metrics = self.metrics.then(crate::metrics::Metrics::new);
+        let metrics_route = metrics.clone().map(|m| {
+            let verifier = self.auth_enabled.then(|| self.verifier.clone());
+            crate::metrics::router(m, verifier, sessions.clone())
+        });
         let mcp = if self.auth_enabled {
             let settings = LayerSettings {
+                metrics,
                 cache: self.cache,
                 tool_policies: self.policies,
                 sessions,
@@ -370,6 +387,9 @@ impl McpOidc {
         let mut app = mcp.merge(metadata_router(&self.resource, self.as_metadata));
         if let Some(extra) = self.extra_routes {
             app = app.merge(extra);
+        }
+        if let Some(route) = metrics_route {
+            app = app.merge(route);
         }
         if let Some(probes) = probes {
             app = app.merge(probes);

@@ -894,3 +894,60 @@ async fn sessionless_2026_07_28_requests_are_served_on_a_stateful_server() {
     let r = post(&served.mcp_url, None, &body.to_string()).await;
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn metrics_count_each_decision_of_the_bearer_layer_and_the_cache_lookups() {
+    let issuer = TestIssuer::start().await;
+    let url = issuer.url.clone();
+    let served = serve_probe(
+        |r| Arc::new(jwt_verifier(&url, r.resource(), JwksSettings::default())),
+        |s| s.metrics(true),
+    )
+    .await;
+    let valid = bearer_for(&issuer, "alice", &served);
+    assert_eq!(
+        post(&served.mcp_url, Some(&valid), INIT).await.status(),
+        200
+    );
+    assert_eq!(post(&served.mcp_url, None, INIT).await.status(), 401);
+    let garbage = post(&served.mcp_url, Some("Bearer not.a.jwt"), INIT).await;
+    assert_eq!(garbage.status(), 401);
+    assert_eq!(
+        post(&served.mcp_url, Some(&valid), INIT).await.status(),
+        200
+    );
+
+    let r = reqwest::get(format!("{}/metrics", served.base))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = r.text().await.unwrap();
+    for line in [
+        "mcp_oidc_requests_total{outcome=\"passed\"} 2",
+        "mcp_oidc_requests_total{outcome=\"missing_token\"} 1",
+        "mcp_oidc_requests_total{outcome=\"invalid_token\"} 1",
+        "mcp_oidc_requests_total{outcome=\"insufficient_scope\"} 0",
+        "mcp_oidc_token_cache_lookups_total{result=\"hit\"} 1",
+        "mcp_oidc_token_cache_lookups_total{result=\"miss\"} 2",
+        "mcp_oidc_ready 1",
+        "mcp_oidc_sessions 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+    assert!(!text.contains("alice"), "no subject in the metrics");
+}
+
+#[tokio::test]
+async fn metrics_are_not_served_unless_turned_on() {
+    let (_issuer, served) = server_hibernating_after(None).await;
+    let r = reqwest::get(format!("{}/metrics", served.base))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

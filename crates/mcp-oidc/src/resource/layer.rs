@@ -18,6 +18,7 @@ use super::refusal_log::RefusalLog;
 use super::{ProtectedResource, SessionBindings};
 use crate::error::{AuthError, VerifyError};
 use crate::mcp::{Decision, ToolPolicies};
+use crate::metrics::Metrics;
 use crate::token::{AccessToken, TokenCache, TokenVerifier};
 use crate::types::{BearerToken, TokenFingerprint};
 
@@ -39,6 +40,8 @@ pub struct LayerSettings {
     /// counted and summed up in one line, so a flood of bad requests cannot flood the log
     /// or spend the server's time on formatting it.
     pub refusal_log_per_second: u64,
+    /// Where to count the layer's decisions and token-cache lookups; `None` counts nothing.
+    pub metrics: Option<Metrics>,
 }
 
 impl Default for LayerSettings {
@@ -49,6 +52,7 @@ impl Default for LayerSettings {
             sessions: Some(SessionBindings::default()),
             max_body_bytes: 4 * 1024 * 1024,
             refusal_log_per_second: 20,
+            metrics: None,
         }
     }
 }
@@ -149,7 +153,14 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
         Box::pin(async move {
-            match authorize(&shared, request).await {
+            let decision = authorize(&shared, request).await;
+            if let Some(metrics) = &shared.settings.metrics {
+                match &decision {
+                    Ok(_) => metrics.passed(),
+                    Err(error) => metrics.refused(error),
+                }
+            }
+            match decision {
                 Ok((request, session_to_bind)) => {
                     let Some(sessions) = &shared.settings.sessions else {
                         return inner.call(request).await;
@@ -206,7 +217,11 @@ async fn authorize(
     })?;
     // A cache hit needs only the digest: the token is copied only when it must be verified.
     let fingerprint = TokenFingerprint::of(token);
-    let access = match shared.settings.cache.get(&fingerprint) {
+    let cached = shared.settings.cache.get(&fingerprint);
+    if let Some(metrics) = &shared.settings.metrics {
+        metrics.cache_lookup(cached.is_some());
+    }
+    let access = match cached {
         Some(Ok(hit)) => hit,
         Some(Err(reason)) => {
             log_refusal(shared, &reason, Some(&fingerprint));

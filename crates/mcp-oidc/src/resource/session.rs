@@ -127,6 +127,11 @@ impl SessionBindings {
         self
     }
 
+    /// How many sessions are held in memory (expired ones not yet swept included).
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
     /// Records that `principal` created `session`.
     pub async fn bind(&self, session: &str, principal: &str) {
         let owner = self.table.owner(principal);
