@@ -339,11 +339,11 @@ async fn readyz_and_the_ready_metric_wait_for_the_providers_keys_while_healthz_a
     let server = serve_in_background(settings, listener);
     let http = reqwest::Client::new();
     let get = |path: &str| http.get(format!("http://127.0.0.1:{port}{path}")).send();
-    let ready_metric = async || {
+    let metric = async |name: &str| {
         let text = get("/metrics").await.unwrap().text().await.unwrap();
         text.lines()
-            .find_map(|l| l.strip_prefix("mcp_oidc_ready ").map(str::to_owned))
-            .unwrap_or_else(|| panic!("no mcp_oidc_ready in\n{text}"))
+            .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
     };
 
     let r = get("/healthz").await.unwrap();
@@ -355,7 +355,13 @@ async fn readyz_and_the_ready_metric_wait_for_the_providers_keys_while_healthz_a
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], "unavailable");
     assert!(!body["detail"].as_str().unwrap().is_empty(), "{body}");
-    assert_eq!(ready_metric().await, "0");
+    assert_eq!(metric("mcp_oidc_ready").await, "0");
+    // The first attempt to load the keys fails (and is counted) soon after start-up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric("mcp_oidc_key_loads_total{result=\"failed\"}").await == "0" {
+        assert!(Instant::now() < deadline, "no failed key load counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let config = mcp_oidc_mock::MockConfig::default();
     let _idp = mcp_oidc_mock::MockProvider::new(config)
@@ -377,6 +383,7 @@ async fn readyz_and_the_ready_metric_wait_for_the_providers_keys_while_healthz_a
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
-    assert_eq!(ready_metric().await, "1");
+    assert_eq!(metric("mcp_oidc_ready").await, "1");
+    assert_eq!(metric("mcp_oidc_key_loads_total{result=\"ok\"}").await, "1");
     server.abort();
 }

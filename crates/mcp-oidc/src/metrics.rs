@@ -1,5 +1,6 @@
-//! Prometheus metrics: what the bearer layer decided, how its token cache fared, and whether
-//! tokens can be verified at all, in the OpenMetrics text format.
+//! Prometheus metrics: what the bearer layer decided, how its token cache fared, how the
+//! provider's keys load, and whether tokens can be verified at all, in the OpenMetrics text
+//! format.
 //!
 //! [`McpOidc::metrics`](crate::McpOidc::metrics) serves them at `GET /metrics`; with
 //! [`BearerAuthLayer`](crate::resource::BearerAuthLayer) alone, put a [`Metrics`] in
@@ -7,7 +8,7 @@
 //! [`Metrics::render`] where you like. Labels hold only fixed words: never a token, a
 //! subject or a session id.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::response::IntoResponse;
 use prometheus_client::encoding::text::encode;
@@ -18,7 +19,7 @@ use prometheus_client::registry::Registry;
 
 use crate::error::AuthError;
 use crate::resource::SessionBindings;
-use crate::token::TokenVerifier;
+use crate::token::{KeyRefreshes, TokenVerifier};
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -48,6 +49,10 @@ struct Inner {
     cache_misses: Counter,
     ready: Gauge,
     sessions: Gauge,
+    key_loads_ok: Counter,
+    key_loads_failed: Counter,
+    /// The verifier's counts at the last render: the counters advance by the difference.
+    key_loads_seen: Mutex<KeyRefreshes>,
 }
 
 impl Metrics {
@@ -81,6 +86,15 @@ impl Metrics {
             "MCP sessions this instance holds (live or hibernated)",
             sessions.clone(),
         );
+        let key_loads = Family::<Labels, Counter>::default();
+        registry.register(
+            "mcp_oidc_key_loads",
+            "Loads of the provider's signing keys (JWKS), by result; failures while keys are \
+             cached mean the provider is unreachable but tokens are still verified",
+            key_loads.clone(),
+        );
+        let key_loads_ok = key_loads.get_or_create_owned(&vec![("result", "ok")]);
+        let key_loads_failed = key_loads.get_or_create_owned(&vec![("result", "failed")]);
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -89,6 +103,9 @@ impl Metrics {
                 cache_misses,
                 ready,
                 sessions,
+                key_loads_ok,
+                key_loads_failed,
+                key_loads_seen: Mutex::new(KeyRefreshes::default()),
             }),
         }
     }
@@ -123,8 +140,21 @@ impl Metrics {
 
     /// The metrics in the OpenMetrics text format (content type
     /// [`Metrics::CONTENT_TYPE`]), with the gauges set to `ready` and `sessions` (the number
-    /// of sessions held; `None` on a stateless server).
-    pub fn render(&self, ready: bool, sessions: Option<usize>) -> String {
+    /// of sessions held; `None` on a stateless server) and the key loads brought up to
+    /// `key_loads` ([`TokenVerifier::key_refreshes`]).
+    pub fn render(&self, ready: bool, sessions: Option<usize>, key_loads: KeyRefreshes) -> String {
+        if let Ok(mut seen) = self.inner.key_loads_seen.lock() {
+            self.inner
+                .key_loads_ok
+                .inc_by(key_loads.succeeded.saturating_sub(seen.succeeded));
+            self.inner
+                .key_loads_failed
+                .inc_by(key_loads.failed.saturating_sub(seen.failed));
+            *seen = KeyRefreshes {
+                succeeded: key_loads.succeeded.max(seen.succeeded),
+                failed: key_loads.failed.max(seen.failed),
+            };
+        }
         self.inner.ready.set(i64::from(ready));
         self.inner
             .sessions
@@ -150,7 +180,11 @@ pub(crate) fn router(
         "/metrics",
         axum::routing::get(move || {
             let ready = verifier.as_deref().is_none_or(|v| v.ready().is_ok());
-            let text = metrics.render(ready, sessions.as_ref().map(SessionBindings::len));
+            let loads = verifier
+                .as_deref()
+                .map(|v| v.key_refreshes())
+                .unwrap_or_default();
+            let text = metrics.render(ready, sessions.as_ref().map(SessionBindings::len), loads);
             std::future::ready(
                 (
                     [
@@ -191,7 +225,9 @@ mod tests {
         m.cache_lookup(true);
         m.cache_lookup(false);
         m.cache_lookup(false);
-        let text = m.render(true, Some(3));
+        let loads = |succeeded, failed| KeyRefreshes { succeeded, failed };
+        m.render(true, Some(3), loads(1, 2));
+        let text = m.render(true, Some(3), loads(2, 2));
         for line in [
             "mcp_oidc_requests_total{outcome=\"passed\"} 2",
             "mcp_oidc_requests_total{outcome=\"missing_token\"} 1",
@@ -201,6 +237,8 @@ mod tests {
             "mcp_oidc_token_cache_lookups_total{result=\"miss\"} 2",
             "mcp_oidc_ready 1",
             "mcp_oidc_sessions 3",
+            "mcp_oidc_key_loads_total{result=\"ok\"} 2",
+            "mcp_oidc_key_loads_total{result=\"failed\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

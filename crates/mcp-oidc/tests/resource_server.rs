@@ -937,6 +937,8 @@ async fn metrics_count_each_decision_of_the_bearer_layer_and_the_cache_lookups()
         "mcp_oidc_token_cache_lookups_total{result=\"miss\"} 2",
         "mcp_oidc_ready 1",
         "mcp_oidc_sessions 2",
+        "mcp_oidc_key_loads_total{result=\"ok\"} 1",
+        "mcp_oidc_key_loads_total{result=\"failed\"} 0",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
     }

@@ -313,6 +313,9 @@ pub(crate) struct KeyStore {
     fetch_lock: tokio::sync::Mutex<()>,
     generation: AtomicU64,
     fetches: AtomicU64,
+    /// Key set loads from the provider that succeeded and that failed.
+    loads_ok: AtomicU64,
+    loads_failed: AtomicU64,
     /// Where fetched key sets are kept for the next start ([`KeyStore::keep_in`]).
     kept: OnceLock<Arc<dyn Store>>,
     /// Whether the kept set was looked for (until then a request without keys waits for
@@ -380,6 +383,8 @@ impl KeyStore {
             fetch_lock: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
+            loads_ok: AtomicU64::new(0),
+            loads_failed: AtomicU64::new(0),
             kept: OnceLock::new(),
             kept_looked_up: AtomicBool::new(false),
         })
@@ -490,6 +495,14 @@ impl KeyStore {
         self.fetches.load(Ordering::Relaxed)
     }
 
+    /// How many key set loads from the provider succeeded and failed so far.
+    pub(crate) fn refreshes(&self) -> super::KeyRefreshes {
+        super::KeyRefreshes {
+            succeeded: self.loads_ok.load(Ordering::Relaxed),
+            failed: self.loads_failed.load(Ordering::Relaxed),
+        }
+    }
+
     /// The keys currently held, if any were ever loaded.
     pub(crate) fn current(&self) -> Option<Arc<KeySet>> {
         self.keys.read().ok().and_then(|g| g.clone())
@@ -530,6 +543,7 @@ impl KeyStore {
         }
         match self.fetch_keys().await {
             Ok((set, max_age, raw)) => {
+                self.loads_ok.fetch_add(1, Ordering::Relaxed);
                 let wait = max_age
                     .unwrap_or(self.settings.default_refresh)
                     .clamp(self.settings.min_refresh, self.settings.max_refresh);
@@ -551,6 +565,7 @@ impl KeyStore {
                 wait
             }
             Err(message) => {
+                self.loads_failed.fetch_add(1, Ordering::Relaxed);
                 let (wait, have_keys) = {
                     let have_keys = self.current().is_some();
                     let Ok(mut st) = self.state.lock() else {

@@ -293,6 +293,10 @@ impl TokenVerifier for JwtVerifier {
     fn keep_keys_in(&self, store: Arc<dyn crate::store::Store>) {
         self.inner.keys.keep_in(store);
     }
+
+    fn key_refreshes(&self) -> super::KeyRefreshes {
+        self.inner.keys.refreshes()
+    }
 }
 
 pub(crate) struct JwsParts<'a> {

@@ -79,6 +79,21 @@ pub trait TokenVerifier: Send + Sync + 'static {
     fn keep_keys_in(&self, store: std::sync::Arc<dyn crate::store::Store>) {
         let _ = store;
     }
+
+    /// How many times the provider's keys were loaded, and failed to load, so far (for
+    /// metrics). Verifiers without fetched keys report zeros.
+    fn key_refreshes(&self) -> KeyRefreshes {
+        KeyRefreshes::default()
+    }
+}
+
+/// Counts of key set loads from the provider ([`TokenVerifier::key_refreshes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyRefreshes {
+    /// Loads that brought a usable key set.
+    pub succeeded: u64,
+    /// Loads that failed (provider unreachable, bad answer, no usable key).
+    pub failed: u64,
 }
 
 impl<T: TokenVerifier + ?Sized> TokenVerifier for std::sync::Arc<T> {
@@ -96,6 +111,9 @@ impl<T: TokenVerifier + ?Sized> TokenVerifier for std::sync::Arc<T> {
     }
     fn keep_keys_in(&self, store: std::sync::Arc<dyn crate::store::Store>) {
         (**self).keep_keys_in(store)
+    }
+    fn key_refreshes(&self) -> KeyRefreshes {
+        (**self).key_refreshes()
     }
 }
 

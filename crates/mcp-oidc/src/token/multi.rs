@@ -132,4 +132,14 @@ impl TokenVerifier for MultiVerifier {
             v.keep_keys_in(store.clone());
         }
     }
+
+    fn key_refreshes(&self) -> super::KeyRefreshes {
+        self.verifiers.iter().map(|v| v.key_refreshes()).fold(
+            super::KeyRefreshes::default(),
+            |a, b| super::KeyRefreshes {
+                succeeded: a.succeeded + b.succeeded,
+                failed: a.failed + b.failed,
+            },
+        )
+    }
 }
