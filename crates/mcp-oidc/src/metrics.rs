@@ -23,7 +23,7 @@ use crate::token::{KeyRefreshes, TokenVerifier};
 
 type Labels = Vec<(&'static str, &'static str)>;
 
-/// The outcomes of the bearer layer, in the order of [`Metrics::outcomes`].
+/// The outcomes of the bearer layer; `Inner::outcomes` holds their counters in this order.
 const OUTCOMES: [&str; 8] = [
     "passed",
     "missing_token",
@@ -112,21 +112,27 @@ impl Metrics {
 
     /// Counts a request the layer let through.
     pub(crate) fn passed(&self) {
-        self.inner.outcomes[0].inc();
+        self.count("passed");
     }
 
     /// Counts a refused request under its error.
     pub(crate) fn refused(&self, error: &AuthError) {
-        let i = match error {
-            AuthError::MissingToken => 1,
-            AuthError::InvalidRequest(_) => 2,
-            AuthError::InvalidToken(_) => 3,
-            AuthError::InsufficientScope { .. } => 4,
-            AuthError::SessionNotFound => 5,
-            AuthError::PayloadTooLarge => 6,
-            AuthError::Unavailable(_) => 7,
-        };
-        self.inner.outcomes[i].inc();
+        self.count(match error {
+            AuthError::MissingToken => "missing_token",
+            AuthError::InvalidRequest(_) => "invalid_request",
+            AuthError::InvalidToken(_) => "invalid_token",
+            AuthError::InsufficientScope { .. } => "insufficient_scope",
+            AuthError::SessionNotFound => "session_not_found",
+            AuthError::PayloadTooLarge => "payload_too_large",
+            AuthError::Unavailable(_) => "unavailable",
+        });
+    }
+
+    /// Counts one request under `outcome`, one of [`OUTCOMES`] (a scan of eight words).
+    fn count(&self, outcome: &str) {
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+            self.inner.outcomes[i].inc();
+        }
     }
 
     /// Counts a lookup in the verified-token cache.
