@@ -25,6 +25,7 @@ SCENARIOS: dict[str, tuple[str, int]] = {
     "python-sdk-step-up": ("python_sdk_oauth.py step-up-dcr", 120),
     "python-sdk-step-up-direct": ("python_sdk_oauth.py step-up --direct", 120),
     "python-sdk-step-up-direct-dcr": ("python_sdk_oauth.py step-up-dcr --direct", 120),
+    "browser-consent": ("browser_consent.py", 120),
     "python-sdk-bearer": ("python_sdk_bearer.py", 60),
     "python-sdk-hibernation": ("python_sdk_bearer.py hibernation", 60),
     "reference-provider": ("reference_provider.py", 90),

@@ -132,6 +132,11 @@ impl Upstream {
             .await
     }
 
+    /// The provider's authorization endpoint, where the consent page's approval leads.
+    pub(crate) async fn authorization_endpoint(&self) -> Option<String> {
+        self.metadata().await.ok()?.authorization_endpoint.clone()
+    }
+
     pub(crate) async fn issuer(&self) -> Result<String, UpstreamError> {
         Ok(self.metadata().await?.issuer.clone())
     }

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::proxy::crypto::{hash, random_token, same};
-use crate::proxy::pages::{ConsentView, consent_page, error_page};
+use crate::proxy::pages::{ConsentView, consent_page, csp_source, error_page};
 use crate::proxy::records::{self, CodeRecord, Grant, Transaction, UpstreamTokens};
 use crate::proxy::{Inner, claims_from_upstream, seal_upstream};
 use crate::store::{Namespace, StoreError};
@@ -231,6 +231,15 @@ pub(super) async fn authorize(
             })
         })
         .unwrap_or_else(|| redirect_uri.clone());
+    // Approving leads to the provider's login page, denying to the client's redirect URI
+    // (and an approval with the person still signed in at the provider runs on through our
+    // callback to that URI): the page's `form-action` must allow both.
+    let form_targets: Vec<String> = [inner.upstream.authorization_endpoint().await]
+        .into_iter()
+        .flatten()
+        .chain([redirect_uri.clone()])
+        .filter_map(|u| csp_source(&u))
+        .collect();
     let mut page = consent_page(&ConsentView {
         client_name: client.client_name.as_deref().unwrap_or("An unnamed client"),
         client_id: &client.client_id,
@@ -242,6 +251,7 @@ pub(super) async fn authorize(
         csrf: &tx.csrf,
         action: &format!("{}/consent", inner.prefix),
         offer_remember: inner.config.remember_consent,
+        form_targets: &form_targets,
     });
     // Double submit: the form's token must match this cookie and the transaction.
     set_cookie(
