@@ -121,7 +121,7 @@ impl BearerToken {
 
     /// SHA-256 of the token: what caches key on, so that no cache holds a usable credential.
     pub fn fingerprint(&self) -> TokenFingerprint {
-        TokenFingerprint::of(&self.0)
+        TokenFingerprint::of(self.0.as_bytes())
     }
 }
 
@@ -143,8 +143,8 @@ pub struct TokenFingerprint([u8; 32]);
 
 impl TokenFingerprint {
     /// The digest of `token`, computed without copying it into a [`BearerToken`] first.
-    pub fn of(token: &str) -> Self {
-        Self(Sha256::digest(token.as_bytes()).into())
+    pub fn of(token: impl AsRef<[u8]>) -> Self {
+        Self(Sha256::digest(token.as_ref()).into())
     }
 
     /// A short, non-reversible label for logs (the first 8 hex digits of the digest).

@@ -993,10 +993,13 @@ async fn keys_named_by_the_token_itself_are_never_fetched_nor_trusted() {
         0,
         "the server fetched a URL named by a token"
     );
-    assert_eq!(
-        issuer.jwks_fetches(),
-        fetches_before,
-        "a token header made the server refetch the issuer's keys"
+    // A failed signature on a token without `kid` may mean a key rotated in, so those cases
+    // may look at the issuer's own key set again: once per cooldown (10 s), whatever the
+    // token names.
+    assert!(
+        issuer.jwks_fetches() - fetches_before <= 1,
+        "token headers made the server refetch the issuer's keys {} times",
+        issuer.jwks_fetches() - fetches_before
     );
     assert_eq!(served.calls.load(Ordering::SeqCst), 0);
     assert_valid_token_still_served(&issuer, &served).await;

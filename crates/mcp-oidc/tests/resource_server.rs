@@ -631,11 +631,82 @@ async fn rotated_key_is_accepted_after_one_refetch() {
     let r = post(&served.mcp_url, Some(&format!("Bearer {token}")), INIT).await;
     assert_eq!(r.status(), 200);
     assert_eq!(issuer.jwks_fetches() - before, 1, "exactly one refetch");
-    // The old key keeps working.
+    // The old key keeps working, for a token not seen before (not answered from the cache).
+    let mut claims = issuer.claims("alice", &served.mcp_url);
+    claims["jti"] = json!("another");
+    let again = format!("Bearer {}", issuer.rs256(&claims));
+    assert_eq!(
+        post(&served.mcp_url, Some(&again), INIT).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_cached_token_is_refused_once_its_key_is_withdrawn_from_the_key_set() {
+    let issuer = TestIssuer::start().await;
+    let url = issuer.url.clone();
+    let served = serve_probe(
+        |r| Arc::new(jwt_verifier(&url, r.resource(), fast_jwks())),
+        |s| s,
+    )
+    .await;
+    let old = bearer_for(&issuer, "alice", &served);
+    assert_eq!(post(&served.mcp_url, Some(&old), INIT).await.status(), 200);
+
+    // The provider replaces its key (rsa-1 compromised): a token signed by the new key
+    // makes the server load the new set.
+    let rotated = RsaKey::generate("rsa-2");
+    issuer.publish(rotated.jwk.clone());
+    issuer.retire("rsa-1");
+    let claims = issuer.claims("alice", &served.mcp_url);
+    let new = jws(
+        &json!({"alg": "RS256", "typ": "at+jwt", "kid": "rsa-2"}),
+        &claims,
+        |i| rotated.sign(i),
+    );
+    let r = post(&served.mcp_url, Some(&format!("Bearer {new}")), INIT).await;
+    assert_eq!(r.status(), 200);
+
+    // The old token was verified and cached before: it must not outlive its key.
+    let r = post(&served.mcp_url, Some(&old), INIT).await;
+    assert_eq!(r.status(), 401);
+    assert!(header(&r, "www-authenticate").contains("error=\"invalid_token\""));
+}
+
+#[tokio::test]
+async fn a_token_without_kid_signed_by_a_newly_published_key_is_accepted_after_one_refetch() {
+    let issuer = TestIssuer::start().await;
+    let url = issuer.url.clone();
+    // A long cooldown: the first forced refetch is allowed, none after it in this test.
+    let jwks = JwksSettings {
+        unknown_kid_cooldown: Duration::from_secs(60),
+        ..JwksSettings::default()
+    };
+    let served = serve_probe(|r| Arc::new(jwt_verifier(&url, r.resource(), jwks)), |s| s).await;
+    let first = bearer_for(&issuer, "alice", &served);
     assert_eq!(
         post(&served.mcp_url, Some(&first), INIT).await.status(),
         200
     );
+    let before = issuer.jwks_fetches();
+
+    let rotated = RsaKey::generate("rsa-2");
+    issuer.publish(rotated.jwk.clone());
+    let claims = issuer.claims("alice", &served.mcp_url);
+    let token = jws(&json!({"alg": "RS256", "typ": "at+jwt"}), &claims, |i| {
+        rotated.sign(i)
+    });
+    let r = post(&served.mcp_url, Some(&format!("Bearer {token}")), INIT).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(issuer.jwks_fetches() - before, 1, "exactly one refetch");
+
+    // A forged token without `kid` is still refused, and costs no fetch within the cooldown.
+    let forged = jws(&json!({"alg": "RS256", "typ": "at+jwt"}), &claims, |_| {
+        vec![7; 256]
+    });
+    let r = post(&served.mcp_url, Some(&format!("Bearer {forged}")), INIT).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(issuer.jwks_fetches() - before, 1);
 }
 
 #[tokio::test]

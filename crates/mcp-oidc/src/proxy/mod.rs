@@ -326,6 +326,9 @@ impl TokenVerifier for ProxyTokenVerifier {
     fn issuers(&self) -> Vec<IssuerUrl> {
         vec![IssuerUrl::new(self.inner.config.issuer.clone())]
     }
+    fn key_set_version(&self) -> u64 {
+        self.inner.verifier.key_set_version()
+    }
 }
 
 pub(crate) fn claims_from_upstream(

@@ -210,14 +210,20 @@ async fn authorize(
             "access tokens in the URL are not accepted; send them in the Authorization header",
         ));
     }
-    let token = bearer_token(&parts.headers).inspect_err(|e| {
+    let credentials = bearer_credentials(&parts.headers).inspect_err(|e| {
         if !matches!(e, AuthError::MissingToken) {
             log_refusal(shared, e, None);
         }
     })?;
-    // A cache hit needs only the digest: the token is copied only when it must be verified.
-    let fingerprint = TokenFingerprint::of(token);
-    let cached = shared.settings.cache.get(&fingerprint);
+    // The cache is asked before the token's characters are checked: only tokens that passed
+    // that check (when they were first seen) are ever cached, so a hit skips a scan of about
+    // a kilobyte on every request. A hit needs only the digest; the token is copied only
+    // when it must be verified.
+    let fingerprint = TokenFingerprint::of(credentials);
+    // Read before verifying: a key set that changes meanwhile leaves an entry that no later
+    // lookup matches, rather than one that outlives a withdrawn key.
+    let keys = shared.verifier.key_set_version();
+    let cached = shared.settings.cache.get(&fingerprint, keys);
     if let Some(metrics) = &shared.settings.metrics {
         metrics.cache_lookup(cached.is_some());
     }
@@ -227,21 +233,32 @@ async fn authorize(
             log_refusal(shared, &reason, Some(&fingerprint));
             return Err(AuthError::InvalidToken(reason));
         }
-        None => match shared.verifier.verify(&BearerToken::new(token)).await {
-            Ok(access) => {
-                shared.settings.cache.insert(fingerprint, access.clone());
-                access
+        None => {
+            let token = checked_token(credentials).inspect_err(|e| log_refusal(shared, e, None))?;
+            match shared.verifier.verify(&BearerToken::new(token)).await {
+                Ok(access) => {
+                    // Keys that changed during the check leave it unknown which set
+                    // verified the token: not cached then, checked again next time.
+                    if shared.verifier.key_set_version() == keys {
+                        let cache = &shared.settings.cache;
+                        cache.insert(fingerprint, access.clone(), keys);
+                    }
+                    access
+                }
+                Err(VerifyError::Invalid(reason)) => {
+                    log_refusal(shared, &reason, Some(&fingerprint));
+                    shared
+                        .settings
+                        .cache
+                        .insert_refusal(fingerprint, &reason, keys);
+                    return Err(AuthError::InvalidToken(reason));
+                }
+                Err(VerifyError::Unavailable(u)) => {
+                    tracing::warn!(target: "mcp_oidc::auth", error = %u, "cannot verify tokens right now; answering 503");
+                    return Err(AuthError::Unavailable(u));
+                }
             }
-            Err(VerifyError::Invalid(reason)) => {
-                log_refusal(shared, &reason, Some(&fingerprint));
-                shared.settings.cache.insert_refusal(fingerprint, &reason);
-                return Err(AuthError::InvalidToken(reason));
-            }
-            Err(VerifyError::Unavailable(u)) => {
-                tracing::warn!(target: "mcp_oidc::auth", error = %u, "cannot verify tokens right now; answering 503");
-                return Err(AuthError::Unavailable(u));
-            }
-        },
+        }
     };
 
     let resource = &shared.resource;
@@ -350,10 +367,16 @@ fn query_has_token(query: Option<&str>) -> bool {
 
 /// Extracts the token from the `Authorization` header (RFC 6750 §2.1). The scheme is
 /// case-insensitive and may be followed by several spaces; the token must be a `b64token`.
-///
-/// Works on the header's bytes: this runs on every request, and the b64token check already
-/// proves the token is ASCII, so the header is not checked for it first.
 pub(crate) fn bearer_token(headers: &http::HeaderMap) -> Result<&str, AuthError> {
+    checked_token(bearer_credentials(headers)?)
+}
+
+/// The credentials after `Bearer` in the one `Authorization` header, their characters not
+/// yet checked (see [`checked_token`]).
+///
+/// Works on the header's bytes: this runs on every request, and the b64token check proves
+/// the token is ASCII, so the header is not checked for it first.
+fn bearer_credentials(headers: &http::HeaderMap) -> Result<&[u8], AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(AuthError::MissingToken);
@@ -382,6 +405,11 @@ pub(crate) fn bearer_token(headers: &http::HeaderMap) -> Result<&str, AuthError>
             "the Authorization header has an empty bearer token",
         ));
     }
+    Ok(token)
+}
+
+/// `token` as a string if it is an RFC 6750 `b64token`, else the `invalid_request` to answer.
+fn checked_token(token: &[u8]) -> Result<&str, AuthError> {
     match b64token(token) {
         Some(token) => Ok(token),
         None if !token.is_ascii() => Err(not_ascii()),

@@ -36,7 +36,15 @@ pub struct TokenCache {
 }
 
 #[derive(Clone)]
-enum Entry {
+struct Entry {
+    /// The verifier's [`key_set_version`](super::TokenVerifier::key_set_version) when the
+    /// token was checked: under other keys, the answer may be different.
+    keys: u64,
+    outcome: Outcome,
+}
+
+#[derive(Clone)]
+enum Outcome {
     Valid(AccessToken),
     Refused(InvalidToken),
 }
@@ -53,9 +61,9 @@ impl Expiry<TokenFingerprint, Entry> for TokenExpiry {
         value: &Entry,
         _created_at: Instant,
     ) -> Option<Duration> {
-        let value = match value {
-            Entry::Valid(value) => value,
-            Entry::Refused(reason) => return refusal_ttl(reason),
+        let value = match &value.outcome {
+            Outcome::Valid(value) => value,
+            Outcome::Refused(reason) => return refusal_ttl(reason),
         };
         let cap = match value.source() {
             TokenSource::Jwt | TokenSource::Static => self.jwt_ttl,
@@ -124,30 +132,55 @@ impl TokenCache {
         Self { cache: None }
     }
 
-    /// A cached, still-unexpired token (`Ok`), or the cached reason it was refused (`Err`).
-    pub fn get(&self, key: &TokenFingerprint) -> Option<Result<AccessToken, InvalidToken>> {
-        match self.cache.as_ref()?.get(key)? {
+    /// A cached, still-unexpired token (`Ok`), or the cached reason it was refused (`Err`),
+    /// if it was checked under the key set version `keys` (see
+    /// [`TokenVerifier::key_set_version`](super::TokenVerifier::key_set_version)).
+    pub fn get(
+        &self,
+        key: &TokenFingerprint,
+        keys: u64,
+    ) -> Option<Result<AccessToken, InvalidToken>> {
+        let entry = self.cache.as_ref()?.get(key)?;
+        if entry.keys != keys {
+            // Checked under keys since changed: a withdrawn key must stop counting, a new
+            // one may now verify a refused token. The next insert replaces the entry.
+            return None;
+        }
+        match entry.outcome {
             // Expiry is tracked at second granularity; re-check so no hit outlives `exp`.
-            Entry::Valid(token) if token.is_expired_at(unix_now()) => None,
-            Entry::Valid(token) => Some(Ok(token)),
-            Entry::Refused(reason) => Some(Err(reason)),
+            Outcome::Valid(token) if token.is_expired_at(unix_now()) => None,
+            Outcome::Valid(token) => Some(Ok(token)),
+            Outcome::Refused(reason) => Some(Err(reason)),
         }
     }
 
-    /// Remembers a verified token.
-    pub fn insert(&self, key: TokenFingerprint, token: AccessToken) {
+    /// Remembers a token verified under the key set version `keys`.
+    pub fn insert(&self, key: TokenFingerprint, token: AccessToken, keys: u64) {
         if let Some(cache) = &self.cache {
-            cache.insert(key, Entry::Valid(token));
+            cache.insert(
+                key,
+                Entry {
+                    keys,
+                    outcome: Outcome::Valid(token),
+                },
+            );
         }
     }
 
-    /// Remembers why a token was refused, for as long as that reason cannot change (30 s
-    /// for final reasons, 1 s for an unknown key, not at all for time-dependent ones).
-    pub fn insert_refusal(&self, key: TokenFingerprint, reason: &InvalidToken) {
+    /// Remembers why a token was refused under the key set version `keys`, for as long as
+    /// that reason cannot change (30 s for final reasons, 1 s for an unknown key, not at
+    /// all for time-dependent ones).
+    pub fn insert_refusal(&self, key: TokenFingerprint, reason: &InvalidToken, keys: u64) {
         if let Some(cache) = &self.cache
             && refusal_ttl(reason).is_some()
         {
-            cache.insert(key, Entry::Refused(reason.clone()));
+            cache.insert(
+                key,
+                Entry {
+                    keys,
+                    outcome: Outcome::Refused(reason.clone()),
+                },
+            );
         }
     }
 
@@ -173,5 +206,39 @@ impl std::fmt::Debug for TokenCache {
         f.debug_struct("TokenCache")
             .field("enabled", &self.cache.is_some())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{BearerToken, IssuerUrl};
+
+    fn token(sub: &str) -> AccessToken {
+        let claims = serde_json::json!({"sub": sub, "exp": unix_now() + 600});
+        let serde_json::Value::Object(claims) = claims else {
+            unreachable!()
+        };
+        AccessToken::from_claims(
+            BearerToken::new("t"),
+            TokenSource::Jwt,
+            &IssuerUrl::from("https://idp"),
+            claims,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_entry_made_under_another_key_set_is_a_miss() {
+        let cache = TokenCache::default();
+        let key = TokenFingerprint::of("a");
+        cache.insert(key, token("alice"), 3);
+        assert!(matches!(cache.get(&key, 3), Some(Ok(t)) if t.subject() == "alice"));
+        assert!(cache.get(&key, 4).is_none());
+
+        let refused = TokenFingerprint::of("b");
+        cache.insert_refusal(refused, &InvalidToken::BadSignature, 3);
+        assert!(matches!(cache.get(&refused, 3), Some(Err(_))));
+        assert!(cache.get(&refused, 4).is_none());
     }
 }

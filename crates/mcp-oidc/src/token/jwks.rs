@@ -312,6 +312,8 @@ pub(crate) struct KeyStore {
     state: Mutex<FetchState>,
     fetch_lock: tokio::sync::Mutex<()>,
     generation: AtomicU64,
+    /// Moves only when the content of the key set changes ([`KeyStore::version`]).
+    version: AtomicU64,
     fetches: AtomicU64,
     /// Key set loads from the provider that succeeded and that failed.
     loads_ok: AtomicU64,
@@ -382,6 +384,7 @@ impl KeyStore {
             }),
             fetch_lock: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
+            version: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
             loads_ok: AtomicU64::new(0),
             loads_failed: AtomicU64::new(0),
@@ -491,6 +494,13 @@ impl KeyStore {
     }
 
     /// How many times the JWKS was requested from the provider.
+    /// Changes whenever the key set's content does (see
+    /// [`TokenVerifier::key_set_version`](super::TokenVerifier::key_set_version)); a refresh
+    /// bringing the same keys leaves it alone, so cached verifications survive it.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     pub(crate) fn fetch_count(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
     }
@@ -548,8 +558,21 @@ impl KeyStore {
                     .unwrap_or(self.settings.default_refresh)
                     .clamp(self.settings.min_refresh, self.settings.max_refresh);
                 tracing::debug!(keys = set.len(), refresh_in = ?wait, cause, "JWKS loaded");
-                if let Ok(mut keys) = self.keys.write() {
-                    *keys = Some(Arc::new(set));
+                let same_as_before = self.state.lock().is_ok_and(|st| {
+                    st.last_good
+                        .as_ref()
+                        .is_some_and(|old| old.keys == raw.keys)
+                });
+                let replaced = match self.keys.write() {
+                    Ok(mut keys) => keys.replace(Arc::new(set)).is_some(),
+                    Err(_) => false,
+                };
+                // Bumped after the swap: a check that used the old set read the version
+                // before it (the bearer layer reads the version first), so its result is
+                // never filed under the new one. The first set replaces nothing, and no
+                // token was checked before it.
+                if replaced && !same_as_before {
+                    self.version.fetch_add(1, Ordering::Release);
                 }
                 self.generation.fetch_add(1, Ordering::Release);
                 if let Ok(mut st) = self.state.lock() {
@@ -650,7 +673,7 @@ impl KeyStore {
 
     /// Refetches the keys if the cooldown allows, waiting for a fetch already under way.
     /// Returns whether the key set may have changed.
-    async fn refetch_rate_limited(&self) -> bool {
+    pub(crate) async fn refetch_rate_limited(&self) -> bool {
         if !self.is_remote() {
             return false;
         }

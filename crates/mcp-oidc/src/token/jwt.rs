@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::access_token::{numeric_date, unix_now};
-use super::jwks::{JwksSettings, KeySource, KeyStore};
+use super::jwks::{JwksSettings, KeySource, KeyStore, VerifyKey};
 use super::{AccessToken, TokenSource, TokenVerifier, VerifyFuture};
 use crate::error::{ConfigError, InvalidToken, VerifyError};
 use crate::types::{Audience, BearerToken, IssuerUrl};
@@ -211,9 +211,17 @@ impl JwtVerifier {
         let signature = URL_SAFE_NO_PAD
             .decode(parts.signature)
             .map_err(|_| InvalidToken::BadSignature)?;
-        let verified = keys
-            .iter()
-            .any(|k| k.verify(alg, parts.signing_input.as_bytes(), &signature));
+        let verifies = |keys: &[Arc<VerifyKey>]| {
+            keys.iter()
+                .any(|k| k.verify(alg, parts.signing_input.as_bytes(), &signature))
+        };
+        let mut verified = verifies(&keys);
+        // A token without `kid` names no key to find missing, so a key the provider has
+        // just rotated in shows only as a failed signature: look for new keys once (rate
+        // limited like an unknown `kid`) before refusing.
+        if !verified && kid.is_none() && self.inner.keys.refetch_rate_limited().await {
+            verified = verifies(&self.inner.keys.keys_for(None, alg).await?);
+        }
         if !verified {
             return Err(InvalidToken::BadSignature.into());
         }
@@ -296,6 +304,10 @@ impl TokenVerifier for JwtVerifier {
 
     fn key_refreshes(&self) -> super::KeyRefreshes {
         self.inner.keys.refreshes()
+    }
+
+    fn key_set_version(&self) -> u64 {
+        self.inner.keys.version()
     }
 }
 

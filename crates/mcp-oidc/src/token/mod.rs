@@ -85,6 +85,15 @@ pub trait TokenVerifier: Send + Sync + 'static {
     fn key_refreshes(&self) -> KeyRefreshes {
         KeyRefreshes::default()
     }
+
+    /// A number that changes whenever the keys this verifier trusts change (a key added,
+    /// removed or replaced at the provider). A [`TokenCache`] entry made under another
+    /// version is not used: a token signed by a key the provider has withdrawn is refused
+    /// as soon as the new key set is loaded, and a refusal remembered under the old keys
+    /// is checked again. Verifiers without fetched keys keep the default, 0.
+    fn key_set_version(&self) -> u64 {
+        0
+    }
 }
 
 /// Counts of key set loads from the provider ([`TokenVerifier::key_refreshes`]).
@@ -114,6 +123,9 @@ impl<T: TokenVerifier + ?Sized> TokenVerifier for std::sync::Arc<T> {
     }
     fn key_refreshes(&self) -> KeyRefreshes {
         (**self).key_refreshes()
+    }
+    fn key_set_version(&self) -> u64 {
+        (**self).key_set_version()
     }
 }
 

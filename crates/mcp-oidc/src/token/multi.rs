@@ -133,6 +133,13 @@ impl TokenVerifier for MultiVerifier {
         }
     }
 
+    fn key_set_version(&self) -> u64 {
+        // Each part only grows, so the sum moves whenever one of them does.
+        self.verifiers
+            .iter()
+            .fold(0u64, |sum, v| sum.wrapping_add(v.key_set_version()))
+    }
+
     fn key_refreshes(&self) -> super::KeyRefreshes {
         self.verifiers.iter().map(|v| v.key_refreshes()).fold(
             super::KeyRefreshes::default(),

@@ -199,6 +199,15 @@ impl TestIssuer {
         self.state.keys.lock().unwrap().push(jwk);
     }
 
+    /// Withdraws the key `kid` from the key set (as after a key compromise).
+    pub fn retire(&self, kid: &str) {
+        self.state
+            .keys
+            .lock()
+            .unwrap()
+            .retain(|k| k["kid"].as_str() != Some(kid));
+    }
+
     /// Standard claims for `sub`, audience `aud`, valid for an hour.
     pub fn claims(&self, sub: &str, aud: &str) -> Value {
         json!({
