@@ -359,3 +359,60 @@ async fn kept_keys_older_than_the_longest_refresh_interval_are_not_used() {
         Err(mcp_oidc::error::VerifyError::Unavailable(_))
     ));
 }
+
+/// A discovery document that names another issuer than the one it was found for, with the
+/// key set of `keys_from` (a provider impersonated, or misconfigured).
+async fn discovery_naming(
+    published_issuer: &str,
+    jwks_uri: String,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let doc = json!({"issuer": published_issuer, "jwks_uri": jwks_uri});
+    let app = axum::Router::new().route(
+        "/.well-known/openid-configuration",
+        get(move || async move { axum::Json(doc) }),
+    );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn a_discovery_document_naming_another_issuer_is_not_used() {
+    let keys = TestIssuer::start().await;
+    let (url, task) =
+        discovery_naming("https://elsewhere.example", format!("{}/jwks", keys.url)).await;
+    let aud = "https://mcp.example.com/mcp";
+    let mut claims = keys.claims("alice", aud);
+    claims["iss"] = json!(url);
+    let token = mcp_oidc::types::BearerToken::new(keys.rs256(&claims));
+    let verifier = |issuer: &str| {
+        let mut config = JwtConfig::new(
+            issuer,
+            KeySource::Discovery(issuer.to_owned()),
+            AudiencePolicy::OneOf(vec![aud.into()]),
+        );
+        config.jwks = JwksSettings {
+            max_retry_backoff: Duration::from_millis(200),
+            ..JwksSettings::default()
+        };
+        JwtVerifier::new(config).unwrap()
+    };
+
+    let v = verifier(&url);
+    let outcome = v.verify(&token).await;
+    let Err(mcp_oidc::error::VerifyError::Unavailable(why)) = outcome else {
+        panic!("keys from a document naming another issuer were used: {outcome:?}");
+    };
+    assert!(why.detail.contains("elsewhere.example"), "{}", why.detail);
+    task.abort();
+
+    // The same keys through the document of the right issuer verify its tokens.
+    let v = verifier(&keys.url);
+    let mut claims = keys.claims("alice", aud);
+    claims["jti"] = json!("right");
+    let right = mcp_oidc::types::BearerToken::new(keys.rs256(&claims));
+    assert!(v.verify(&right).await.is_ok());
+}
