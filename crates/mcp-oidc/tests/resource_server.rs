@@ -410,6 +410,32 @@ async fn open_session(url: &str, auth: &str) -> String {
     session
 }
 
+#[tokio::test]
+async fn a_tool_call_naming_its_tool_twice_is_refused_rather_than_guessed() {
+    let (issuer, served) = issuer_and_server().await;
+    let narrow = format!(
+        "Bearer {}",
+        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
+    );
+    let session = open_session(&served.mcp_url, &narrow).await;
+    // Read strictly, the first `name` is harmless; rmcp keeps the last one.
+    let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"whoami","name":"write_note","arguments":{}}}"#;
+    let r = on_session(&served.mcp_url, &session, &narrow, body).await;
+    assert_eq!(r.status(), 400);
+    assert!(header(&r, "www-authenticate").contains("error=\"invalid_request\""));
+    assert_eq!(json_body(r).await["error"], "invalid_request");
+    assert_eq!(served.calls.load(Ordering::SeqCst), 0);
+    // The session still serves well-formed calls.
+    let r = on_session(
+        &served.mcp_url,
+        &session,
+        &narrow,
+        &call("whoami", json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+}
+
 /// A probe server whose sessions hibernate after `idle` (or never), and its issuer.
 async fn server_hibernating_after(idle: Option<Duration>) -> (TestIssuer, Served) {
     let issuer = TestIssuer::start().await;

@@ -297,7 +297,13 @@ async fn authorize(
             .await
             .map_err(|_| AuthError::PayloadTooLarge)?;
         if shared.settings.tool_policies.may_concern(&bytes) {
-            for tool in called_tools(&bytes) {
+            // A body naming a ruled tool that does not parse strictly (a member given twice,
+            // say) could be read differently further in (rmcp keeps the last duplicate):
+            // it is refused rather than let through unchecked.
+            let tools = called_tools(&bytes).ok_or(AuthError::InvalidRequest(
+                "the request body is not a JSON-RPC message whose tool calls can be checked (malformed, or a member given twice)",
+            ))?;
+            for tool in tools {
                 check_tool(shared, &tool, &access)?;
             }
         }
@@ -465,22 +471,22 @@ struct PeekParams<'a> {
     name: Option<Cow<'a, str>>,
 }
 
-/// The tool names of the `tools/call` requests in a JSON-RPC body (one message or a batch).
-/// Bodies that do not parse are left to the MCP server to reject.
-fn called_tools(body: &[u8]) -> Vec<String> {
+/// The tool names of the `tools/call` requests in a JSON-RPC body (one message or a batch),
+/// or `None` if the body is not strictly JSON (serde refuses duplicate members).
+fn called_tools(body: &[u8]) -> Option<Vec<String>> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let messages: Vec<PeekMessage<'_>> = match first {
-        Some(b'[') => serde_json::from_slice(body).unwrap_or_default(),
-        Some(b'{') => serde_json::from_slice(body)
-            .map(|m| vec![m])
-            .unwrap_or_default(),
-        _ => Vec::new(),
+        Some(b'[') => serde_json::from_slice(body).ok()?,
+        Some(b'{') => vec![serde_json::from_slice(body).ok()?],
+        _ => return None,
     };
-    messages
-        .into_iter()
-        .filter(|m| m.method.as_deref() == Some("tools/call"))
-        .filter_map(|m| m.params.and_then(|p| p.name).map(Cow::into_owned))
-        .collect()
+    Some(
+        messages
+            .into_iter()
+            .filter(|m| m.method.as_deref() == Some("tools/call"))
+            .filter_map(|m| m.params.and_then(|p| p.name).map(Cow::into_owned))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -537,12 +543,18 @@ mod tests {
     #[test]
     fn tools_call_names_are_found_in_single_and_batch_bodies() {
         let one = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"a":[1,2]}}}"#;
-        assert_eq!(called_tools(one), vec!["x"]);
+        assert_eq!(called_tools(one).unwrap(), vec!["x"]);
         let batch = br#"[{"method":"tools/list"},{"method":"tools/call","params":{"name":"y"}}]"#;
-        assert_eq!(called_tools(batch), vec!["y"]);
-        assert!(called_tools(b"garbage").is_empty());
+        assert_eq!(called_tools(batch).unwrap(), vec!["y"]);
+        assert!(called_tools(b"garbage").is_none());
         let escaped = br#"{"method":"tools/call","params":{"name":"write\u005fnote"}}"#;
-        assert_eq!(called_tools(escaped), vec!["write_note"]);
+        assert_eq!(called_tools(escaped).unwrap(), vec!["write_note"]);
+        // rmcp would take the last `name`; no reading of it is guessed here.
+        let twice = br#"{"method":"tools/call","params":{"name":"safe","name":"write_note"}}"#;
+        assert!(called_tools(twice).is_none());
+        let method_twice =
+            br#"{"method":"tools/list","method":"tools/call","params":{"name":"write_note"}}"#;
+        assert!(called_tools(method_twice).is_none());
     }
 
     #[test]
