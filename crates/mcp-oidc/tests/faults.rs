@@ -416,3 +416,71 @@ async fn a_discovery_document_naming_another_issuer_is_not_used() {
     let right = mcp_oidc::types::BearerToken::new(keys.rs256(&claims));
     assert!(v.verify(&right).await.is_ok());
 }
+
+/// A userinfo endpoint answering `status` with `body` to every call.
+async fn userinfo_answering(
+    status: u16,
+    body: serde_json::Value,
+) -> (
+    mcp_oidc::token::UserinfoVerifier,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let app = axum::Router::new().route(
+        "/userinfo",
+        get(move || async move {
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                [("retry-after", "7")],
+                axum::Json(body),
+            )
+        }),
+    );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let verifier = mcp_oidc::token::UserinfoVerifier::new(mcp_oidc::token::UserinfoConfig {
+        issuer: "https://idp.example.com".into(),
+        discovery_url: "https://idp.example.com".into(),
+        endpoint: Some(format!("{url}/userinfo")),
+        timeout: Duration::from_secs(2),
+    });
+    (verifier, task)
+}
+
+#[tokio::test]
+async fn a_rate_limited_userinfo_endpoint_means_try_later_not_a_bad_token() {
+    let token = mcp_oidc::types::BearerToken::new("opaque-token");
+    let (verifier, _task) = userinfo_answering(429, json!({"error": "slow down"})).await;
+    match verifier.verify(&token).await {
+        Err(mcp_oidc::error::VerifyError::Unavailable(u)) => {
+            assert_eq!(u.retry_after, Duration::from_secs(7))
+        }
+        other => panic!("429 from userinfo became {other:?}"),
+    }
+    let (verifier, _task) = userinfo_answering(401, json!({"error": "invalid_token"})).await;
+    assert!(matches!(
+        verifier.verify(&token).await,
+        Err(mcp_oidc::error::VerifyError::Invalid(
+            mcp_oidc::error::InvalidToken::Inactive
+        ))
+    ));
+}
+
+#[tokio::test]
+async fn userinfo_naming_another_issuer_is_not_believed() {
+    let token = mcp_oidc::types::BearerToken::new("opaque-token");
+    let (verifier, _task) =
+        userinfo_answering(200, json!({"sub": "alice", "iss": "https://other.example"})).await;
+    assert!(matches!(
+        verifier.verify(&token).await,
+        Err(mcp_oidc::error::VerifyError::Invalid(
+            mcp_oidc::error::InvalidToken::WrongIssuer
+        ))
+    ));
+    let (verifier, _task) = userinfo_answering(200, json!({"sub": "alice"})).await;
+    let access = verifier.verify(&token).await.unwrap();
+    assert_eq!(access.subject(), "alice");
+    assert_eq!(access.issuer().as_str(), "https://idp.example.com");
+}

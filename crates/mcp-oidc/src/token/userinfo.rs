@@ -87,6 +87,24 @@ impl UserinfoVerifier {
             .await
             .map_err(|e| unavailable(format!("userinfo: {}", transport_message(&e))))?;
         let status = response.status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT
+        {
+            // The provider's trouble, not the token's: a client told its token is invalid
+            // would throw a good one away.
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(Duration::from_secs(5), |s| {
+                    Duration::from_secs(s.clamp(1, 300))
+                });
+            return Err(VerifyError::Unavailable(Unavailable {
+                retry_after,
+                detail: format!("userinfo answered HTTP {}", status.as_u16()),
+            }));
+        }
         if status.is_client_error() {
             // 401 per RFC 6750; some providers (oidc-provider-mock) answer 400.
             return Err(InvalidToken::Inactive.into());
@@ -103,9 +121,16 @@ impl UserinfoVerifier {
         let claims: Map<String, Value> = serde_json::from_slice(&body)
             .map_err(|_| unavailable("userinfo answered invalid JSON".to_owned()))?;
         let mut claims = claims;
-        claims
-            .entry("iss")
-            .or_insert_with(|| Value::String(self.config.issuer.as_str().to_owned()));
+        // Userinfo seldom names an issuer; one that names another than the provider asked
+        // is not believed (the caller's identity is issuer and subject together).
+        match claims.get("iss") {
+            None => {
+                let iss = Value::String(self.config.issuer.as_str().to_owned());
+                claims.insert("iss".into(), iss);
+            }
+            Some(Value::String(iss)) if iss == self.config.issuer.as_str() => {}
+            Some(_) => return Err(InvalidToken::WrongIssuer.into()),
+        }
         AccessToken::from_claims(
             token.clone(),
             TokenSource::Userinfo,
