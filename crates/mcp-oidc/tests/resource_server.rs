@@ -626,7 +626,11 @@ async fn provider_down_at_startup_gets_503_with_retry_after_then_recovers_by_its
     assert_eq!(r.status(), 503);
     let retry: u64 = header(&r, "retry-after").parse().unwrap();
     assert!(retry >= 1);
-    assert_eq!(json_body(r).await["error"], "temporarily_unavailable");
+    let body = json_body(r).await;
+    assert_eq!(body["error"], "temporarily_unavailable");
+    // The provider's address and answers stay in the log.
+    let description = body["error_description"].as_str().unwrap();
+    assert!(!description.contains("127.0.0.1"), "{description}");
 
     issuer.set_down(false);
     let recovered = eventually(Duration::from_secs(10), async || {

@@ -18,7 +18,14 @@ struct ErrorBody<'a> {
 
 /// The response for `error`.
 pub fn error_response(error: &AuthError, resource: &ProtectedResource) -> Response {
-    let description = error.to_string();
+    let description = match error {
+        // What failed (internal URLs, the provider's answers) is for the log, not for
+        // whoever sent the request.
+        AuthError::Unavailable(_) => {
+            "tokens cannot be checked right now (the authorization server is unreachable); try again later".to_owned()
+        }
+        _ => error.to_string(),
+    };
     let (status, code, challenge) = match error {
         AuthError::MissingToken => (
             StatusCode::UNAUTHORIZED,
