@@ -300,11 +300,27 @@ impl McpOidc {
     /// The complete router: the MCP endpoint behind the bearer layer, and the discovery
     /// documents. `factory` makes the rmcp handler (once per session, or per request when
     /// stateless); it is wrapped in [`Authenticated`] with this server's tool rules.
-    pub fn router<H, F>(self, factory: F) -> Router
+    pub fn router<H, F>(mut self, factory: F) -> Router
     where
         H: ServerHandler,
         F: Fn() -> H + Send + Sync + 'static,
     {
+        // RFC 9728 clients look for the authorization server here; with none named they
+        // cannot log in. The verifier's issuers are the servers whose tokens count.
+        if self.auth_enabled && self.resource.authorization_servers.is_empty() {
+            self.resource.authorization_servers = self
+                .verifier
+                .issuers()
+                .iter()
+                .map(|i| i.as_str().to_owned())
+                .collect();
+            if self.resource.authorization_servers.is_empty() {
+                tracing::warn!(
+                    "the protected-resource metadata names no authorization server: set \
+                     ProtectedResource::authorization_servers, or MCP clients cannot find where to log in"
+                );
+            }
+        }
         let config = self.transport_config();
         let policies = self.policies.clone();
         let make = move || Ok(Authenticated::with_policies(factory(), policies.clone()));

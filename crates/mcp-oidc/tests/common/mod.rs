@@ -351,8 +351,8 @@ pub async fn serve_probe(
     let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let mut resource = ProtectedResource::new(&base, "/mcp").unwrap();
     resource.scopes_supported = ["openid", "profile", "email"].into_iter().collect();
+    // `authorization_servers` left empty: the server names the verifier's issuers itself.
     let v = verifier(&resource);
-    resource.authorization_servers = v.issuers().iter().map(|i| i.to_string()).collect();
     let calls = Arc::new(AtomicUsize::new(0));
     let probe_calls = calls.clone();
     let handlers = Arc::new(AtomicUsize::new(0));
