@@ -34,9 +34,17 @@ async def forward_requests(client: asyncio.StreamReader, upstream: asyncio.Strea
         lines = head[:-4].split(b"\r\n")
         headers = [h for h in lines[1:] if not h.lower().startswith(b"authorization:")]
         headers.append(b"Authorization: Bearer " + TOKEN)
-        upstream.write(b"\r\n".join([lines[0], *headers]) + b"\r\n\r\n")
+        request = b"\r\n".join([lines[0], *headers]) + b"\r\n\r\n"
         fields = {h.split(b":", 1)[0].strip().lower(): h.split(b":", 1)[1].strip() for h in headers if b":" in h}
-        if fields.get(b"transfer-encoding", b"").lower() == b"chunked":
+        if fields.get(b"transfer-encoding", b"").lower() != b"chunked":
+            # Head and body in one write, as clients send them: a server that answers from
+            # the head alone (a refused Host) and finds no body read yet closes the
+            # connection, and the client's next request on it would be reset.
+            if (length := int(fields.get(b"content-length", b"0") or 0)) > 0:
+                request += await client.readexactly(length)
+            upstream.write(request)
+        else:
+            upstream.write(request)
             while True:
                 size_line = await client.readuntil(b"\r\n")
                 upstream.write(size_line)
@@ -44,8 +52,6 @@ async def forward_requests(client: asyncio.StreamReader, upstream: asyncio.Strea
                 upstream.write(await client.readexactly(size + 2))
                 if size == 0:
                     break
-        elif (length := int(fields.get(b"content-length", b"0") or 0)) > 0:
-            upstream.write(await client.readexactly(length))
         await upstream.drain()
 
 
