@@ -9,6 +9,7 @@ pub mod limit;
 pub mod mcp;
 pub mod metrics;
 pub mod proxy;
+mod rebinding;
 pub mod resource;
 pub mod server;
 pub mod store;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::mcp::{Authenticated, HibernatingSessions, SharedMcpService, ToolPolicies};
+use crate::rebinding::HostOriginLayer;
 use crate::resource::{
     BearerAuthLayer, LayerSettings, MetadataSource, ProtectedResource, SessionBindings,
     metadata_router,
@@ -274,7 +275,8 @@ impl McpOidc {
         &self.resource
     }
 
-    fn transport_config(&self) -> StreamableHttpServerConfig {
+    /// The `Host` and `Origin` values this server answers to, in rmcp's notation.
+    fn allowed_hosts_and_origins(&self) -> (Vec<String>, Vec<String>) {
         let mut hosts = vec![self.resource.authority()];
         if let Some(host) = self.resource.base_url().host_str() {
             hosts.push(host.to_owned());
@@ -288,6 +290,11 @@ impl McpOidc {
                 ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"].map(String::from),
             );
         }
+        (hosts, origins)
+    }
+
+    fn transport_config(&self) -> StreamableHttpServerConfig {
+        let (hosts, origins) = self.allowed_hosts_and_origins();
         StreamableHttpServerConfig::default()
             .with_allowed_hosts(hosts)
             .with_allowed_origins(origins)
@@ -322,6 +329,8 @@ impl McpOidc {
             }
         }
         let config = self.transport_config();
+        let (hosts, origins) = self.allowed_hosts_and_origins();
+        let rebinding = HostOriginLayer::new(&hosts, &origins);
         let policies = self.policies.clone();
         let make = move || Ok(Authenticated::with_policies(factory(), policies.clone()));
         let mcp_path = self.resource.mcp_path().to_owned();
@@ -400,6 +409,9 @@ impl McpOidc {
                 None => mcp,
             }
         };
+        // Outermost on the MCP route: a foreign Host or Origin is refused before a token is
+        // even read.
+        let mcp = mcp.layer(rebinding);
         let mut app = mcp.merge(metadata_router(&self.resource, self.as_metadata));
         if let Some(extra) = self.extra_routes {
             app = app.merge(extra);

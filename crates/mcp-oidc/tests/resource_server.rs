@@ -436,6 +436,52 @@ async fn a_tool_call_naming_its_tool_twice_is_refused_rather_than_guessed() {
     assert_eq!(r.status(), 200);
 }
 
+#[tokio::test]
+async fn a_foreign_origin_or_host_gets_403_before_any_token_is_checked() {
+    let (issuer, served) = issuer_and_server().await;
+    let token = bearer_for(&issuer, "alice", &served);
+    let client = reqwest::Client::new();
+    let send = |auth: Option<&str>, host: Option<&str>, origin: Option<&str>| {
+        let mut r = client
+            .post(&served.mcp_url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(INIT);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        if let Some(h) = host {
+            r = r.header("host", h);
+        }
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    // Without a token, a page on another origin is refused outright, not challenged.
+    let r = send(None, None, Some("http://evil.example")).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("www-authenticate").is_none());
+    assert_eq!(json_body(r).await["error"], "forbidden");
+    // With a valid token too.
+    for (host, origin) in [
+        (None, Some("http://evil.example")),
+        (Some("evil.example"), None),
+    ] {
+        let r = send(Some(&token), host, origin).await.unwrap();
+        assert_eq!(r.status(), 403, "{host:?} {origin:?}");
+        assert_eq!(json_body(r).await["error"], "forbidden");
+    }
+    // The server's own origin passes, and so does no Origin at all (non-browser clients).
+    let own = served.base.clone();
+    let r = send(Some(&token), None, Some(&own)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = send(Some(&token), None, None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = send(None, None, Some(&own)).await.unwrap();
+    assert_eq!(r.status(), 401);
+}
+
 /// A probe server whose sessions hibernate after `idle` (or never), and its issuer.
 async fn server_hibernating_after(idle: Option<Duration>) -> (TestIssuer, Served) {
     let issuer = TestIssuer::start().await;

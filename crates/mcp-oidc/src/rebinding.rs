@@ -1,0 +1,305 @@
+//! DNS-rebinding protection ahead of authentication, as a tower layer.
+//!
+//! The MCP transport requires a 403 for a request whose `Origin` is present and not
+//! allowed, and servers check `Host` too. rmcp performs both checks, but inside the MCP
+//! service, that is after the bearer layer: a page on a foreign origin sending no token
+//! would get a 401 challenge, and one sending a token would cost a verification first.
+//! This layer gives the same decisions (rmcp's rules, on the same lists) before anything
+//! else runs; rmcp's own check stays behind it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::Response;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN};
+use http::{HeaderValue, Request, StatusCode};
+use tower::{Layer, Service};
+
+/// A port rule of an allow-list entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    /// No port in the entry, or `:*`: any port (rmcp's reading of a portless entry).
+    Any,
+    Exact(u16),
+}
+
+impl Port {
+    fn matches(self, port: Option<u16>, default: Option<u16>) -> bool {
+        match self {
+            Port::Any => true,
+            Port::Exact(p) => port.or(default) == Some(p),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HostRule {
+    host: String,
+    port: Port,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OriginRule {
+    scheme: String,
+    host: String,
+    port: Port,
+}
+
+fn normalize_host(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase()
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+fn host_rule(entry: &str) -> Option<HostRule> {
+    let authority = http::uri::Authority::try_from(entry.trim()).ok()?;
+    Some(HostRule {
+        host: normalize_host(authority.host()),
+        port: authority.port_u16().map_or(Port::Any, Port::Exact),
+    })
+}
+
+/// `scheme://host[:port]` of an `Origin` value, lower-cased; `None` for `null` or garbage.
+fn origin_parts(value: &str) -> Option<(String, String, Option<u16>)> {
+    let uri = http::Uri::try_from(value.trim()).ok()?;
+    let authority = uri.authority()?;
+    Some((
+        uri.scheme_str()?.to_ascii_lowercase(),
+        normalize_host(authority.host()),
+        authority.port_u16(),
+    ))
+}
+
+fn origin_rule(entry: &str) -> Option<OriginRule> {
+    let entry = entry.trim();
+    let (base, any) = match entry.strip_suffix(":*") {
+        Some(base) => (base, true),
+        None => (entry, false),
+    };
+    let (scheme, host, port) = origin_parts(base)?;
+    let port = match (any, port) {
+        (false, Some(p)) => Port::Exact(p),
+        _ => Port::Any,
+    };
+    Some(OriginRule { scheme, host, port })
+}
+
+/// The hosts and origins a server answers to.
+#[derive(Debug)]
+struct Allowed {
+    hosts: Vec<HostRule>,
+    origins: Vec<OriginRule>,
+}
+
+impl Allowed {
+    /// Why `request` must be refused, if it must.
+    fn refusal(&self, request: &Request<Body>) -> Option<&'static str> {
+        let host = request
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| http::uri::Authority::try_from(h).ok())
+            .or_else(|| request.uri().authority().cloned());
+        // No Host at all is a malformed request, which the MCP service answers itself.
+        if let Some(host) = host
+            && !self.hosts.is_empty()
+        {
+            let name = normalize_host(host.host());
+            let port = host.port_u16();
+            if !self
+                .hosts
+                .iter()
+                .any(|r| r.host == name && r.port.matches(port, None))
+            {
+                return Some("the Host header names a host this server does not answer to");
+            }
+        }
+        if let Some(origin) = request.headers().get(ORIGIN) {
+            let allowed =
+                origin
+                    .to_str()
+                    .ok()
+                    .and_then(origin_parts)
+                    .is_some_and(|(scheme, host, port)| {
+                        self.origins.iter().any(|r| {
+                            r.scheme == scheme
+                                && r.host == host
+                                && r.port.matches(port, default_port(&scheme))
+                        })
+                    });
+            if !allowed {
+                return Some(
+                    "requests from this Origin are not allowed (DNS rebinding protection)",
+                );
+            }
+        }
+        None
+    }
+}
+
+/// Refuses, with 403, requests whose `Host` or `Origin` the server does not answer to.
+#[derive(Clone, Debug)]
+pub(crate) struct HostOriginLayer {
+    allowed: Arc<Allowed>,
+}
+
+impl HostOriginLayer {
+    /// Entries as rmcp's `allowed_hosts` (`host` or `host:port`) and `allowed_origins`
+    /// (`scheme://host`, with `:port` or `:*`); an entry without a port matches any port.
+    /// An empty host list lets every `Host` through, as in rmcp.
+    pub(crate) fn new(hosts: &[String], origins: &[String]) -> Self {
+        Self {
+            allowed: Arc::new(Allowed {
+                hosts: hosts.iter().filter_map(|h| host_rule(h)).collect(),
+                origins: origins.iter().filter_map(|o| origin_rule(o)).collect(),
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for HostOriginLayer {
+    type Service = HostOriginService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HostOriginService {
+            inner,
+            allowed: self.allowed.clone(),
+        }
+    }
+}
+
+/// The service made by [`HostOriginLayer`].
+#[derive(Clone, Debug)]
+pub(crate) struct HostOriginService<S> {
+    inner: S,
+    allowed: Arc<Allowed>,
+}
+
+impl<S> Service<Request<Body>> for HostOriginService<S>
+where
+    S: Service<Request<Body>, Response = Response> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        match self.allowed.refusal(&request) {
+            None => Box::pin(self.inner.call(request)),
+            Some(why) => {
+                tracing::info!(target: "mcp_oidc::auth", reason = why, "request refused before authentication");
+                Box::pin(std::future::ready(Ok(forbidden(why))))
+            }
+        }
+    }
+}
+
+fn forbidden(why: &str) -> Response {
+    let body = serde_json::json!({"error": "forbidden", "error_description": why}).to_string();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(host: Option<&str>, origin: Option<&str>) -> Request<Body> {
+        let mut r = Request::builder().uri("/mcp");
+        if let Some(h) = host {
+            r = r.header(HOST, h);
+        }
+        if let Some(o) = origin {
+            r = r.header(ORIGIN, o);
+        }
+        r.body(Body::empty()).unwrap()
+    }
+
+    fn allowed() -> Allowed {
+        let layer = HostOriginLayer::new(
+            &["mcp.example.com:8443".into(), "mcp.example.com".into()],
+            &[
+                "https://mcp.example.com".into(),
+                "http://localhost:*".into(),
+            ],
+        );
+        Arc::try_unwrap(layer.allowed).unwrap()
+    }
+
+    #[test]
+    fn hosts_and_origins_follow_the_allow_lists() {
+        let a = allowed();
+        assert_eq!(a.refusal(&request(Some("mcp.example.com"), None)), None);
+        assert_eq!(
+            a.refusal(&request(Some("MCP.example.com:8443"), None)),
+            None
+        );
+        assert!(
+            a.refusal(&request(Some("evil.example.com"), None))
+                .is_some()
+        );
+        assert_eq!(
+            a.refusal(&request(
+                Some("mcp.example.com"),
+                Some("https://mcp.example.com")
+            )),
+            None
+        );
+        assert_eq!(
+            a.refusal(&request(
+                Some("mcp.example.com"),
+                Some("http://localhost:5173")
+            )),
+            None
+        );
+        for bad in [
+            "http://evil.example.com",
+            "null",
+            "https://mcp.example.com.evil",
+            "garbage",
+        ] {
+            assert!(
+                a.refusal(&request(Some("mcp.example.com"), Some(bad)))
+                    .is_some(),
+                "{bad}"
+            );
+        }
+        // No Host: left to the MCP service, which answers 400.
+        assert_eq!(a.refusal(&request(None, None)), None);
+    }
+
+    #[test]
+    fn an_explicit_origin_port_matches_the_scheme_default_when_omitted() {
+        let layer = HostOriginLayer::new(&[], &["https://mcp.example.com:443".into()]);
+        let a = Arc::try_unwrap(layer.allowed).unwrap();
+        assert_eq!(
+            a.refusal(&request(Some("x"), Some("https://mcp.example.com"))),
+            None
+        );
+        assert!(
+            a.refusal(&request(Some("x"), Some("https://mcp.example.com:444")))
+                .is_some()
+        );
+    }
+}
