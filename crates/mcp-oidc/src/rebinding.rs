@@ -62,6 +62,26 @@ fn default_port(scheme: &str) -> Option<u16> {
     }
 }
 
+/// `host[:port]` split without allocating (this runs on every request), an IPv6 literal's
+/// brackets dropped; `None` for a malformed port.
+fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) = rest.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port = match port {
+        Some(p) => Some(p.parse().ok()?),
+        None => None,
+    };
+    Some((host, port))
+}
+
 fn host_rule(entry: &str) -> Option<HostRule> {
     let authority = http::uri::Authority::try_from(entry.trim()).ok()?;
     Some(HostRule {
@@ -70,15 +90,12 @@ fn host_rule(entry: &str) -> Option<HostRule> {
     })
 }
 
-/// `scheme://host[:port]` of an `Origin` value, lower-cased; `None` for `null` or garbage.
-fn origin_parts(value: &str) -> Option<(String, String, Option<u16>)> {
-    let uri = http::Uri::try_from(value.trim()).ok()?;
-    let authority = uri.authority()?;
-    Some((
-        uri.scheme_str()?.to_ascii_lowercase(),
-        normalize_host(authority.host()),
-        authority.port_u16(),
-    ))
+/// The scheme and authority of an `Origin` value (`scheme://host[:port]`, RFC 6454);
+/// `None` for `null` or anything else.
+fn origin_parts(value: &str) -> Option<(&str, &str, Option<u16>)> {
+    let (scheme, authority) = value.trim().split_once("://")?;
+    let (host, port) = split_authority(authority)?;
+    (!host.is_empty() && !host.contains(['/', '@', '?', '#'])).then_some((scheme, host, port))
 }
 
 fn origin_rule(entry: &str) -> Option<OriginRule> {
@@ -92,7 +109,11 @@ fn origin_rule(entry: &str) -> Option<OriginRule> {
         (false, Some(p)) => Port::Exact(p),
         _ => Port::Any,
     };
-    Some(OriginRule { scheme, host, port })
+    Some(OriginRule {
+        scheme: scheme.to_ascii_lowercase(),
+        host: normalize_host(host),
+        port,
+    })
 }
 
 /// The hosts and origins a server answers to.
@@ -105,23 +126,20 @@ struct Allowed {
 impl Allowed {
     /// Why `request` must be refused, if it must.
     fn refusal(&self, request: &Request<Body>) -> Option<&'static str> {
-        let host = request
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| http::uri::Authority::try_from(h).ok())
-            .or_else(|| request.uri().authority().cloned());
+        let host = match request.headers().get(HOST) {
+            Some(h) => h.to_str().ok(),
+            None => request.uri().authority().map(|a| a.as_str()),
+        };
         // No Host at all is a malformed request, which the MCP service answers itself.
         if let Some(host) = host
             && !self.hosts.is_empty()
         {
-            let name = normalize_host(host.host());
-            let port = host.port_u16();
-            if !self
-                .hosts
-                .iter()
-                .any(|r| r.host == name && r.port.matches(port, None))
-            {
+            let allowed = split_authority(host).is_some_and(|(name, port)| {
+                self.hosts
+                    .iter()
+                    .any(|r| r.host.eq_ignore_ascii_case(name) && r.port.matches(port, None))
+            });
+            if !allowed {
                 return Some("the Host header names a host this server does not answer to");
             }
         }
@@ -133,9 +151,9 @@ impl Allowed {
                     .and_then(origin_parts)
                     .is_some_and(|(scheme, host, port)| {
                         self.origins.iter().any(|r| {
-                            r.scheme == scheme
-                                && r.host == host
-                                && r.port.matches(port, default_port(&scheme))
+                            r.scheme.eq_ignore_ascii_case(scheme)
+                                && r.host.eq_ignore_ascii_case(host)
+                                && r.port.matches(port, default_port(&r.scheme))
                         })
                     });
             if !allowed {
@@ -287,6 +305,38 @@ mod tests {
         }
         // No Host: left to the MCP service, which answers 400.
         assert_eq!(a.refusal(&request(None, None)), None);
+        assert!(
+            a.refusal(&request(Some("mcp.example.com:x"), None))
+                .is_some()
+        );
+        assert!(
+            a.refusal(&request(
+                Some("mcp.example.com"),
+                Some("http://user@localhost:1")
+            ))
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn loopback_entries_match_ipv6_literals_and_any_letter_case() {
+        let layer = HostOriginLayer::new(
+            &["[::1]".into(), "localhost".into()],
+            &["http://[::1]:*".into(), "http://localhost:*".into()],
+        );
+        let a = Arc::try_unwrap(layer.allowed).unwrap();
+        assert_eq!(
+            a.refusal(&request(Some("[::1]:8000"), Some("http://[::1]:5173"))),
+            None
+        );
+        assert_eq!(
+            a.refusal(&request(
+                Some("LOCALHOST:8000"),
+                Some("HTTP://LocalHost:3000")
+            )),
+            None
+        );
+        assert!(a.refusal(&request(Some("[::2]:8000"), None)).is_some());
     }
 
     #[test]
