@@ -7,13 +7,12 @@
 //! This layer gives the same decisions (rmcp's rules, on the same lists) before anything
 //! else runs; rmcp's own check stays behind it.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::response::Response;
+use futures::future::{Either, Ready, ready};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderValue, Request, StatusCode};
 use tower::{Layer, Service};
@@ -206,13 +205,12 @@ pub(crate) struct HostOriginService<S> {
 
 impl<S> Service<Request<Body>> for HostOriginService<S>
 where
-    S: Service<Request<Body>, Response = Response> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Service<Request<Body>, Response = Response>,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    // Not boxed: this wraps every request to the MCP endpoint.
+    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -220,10 +218,10 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         match self.allowed.refusal(&request) {
-            None => Box::pin(self.inner.call(request)),
+            None => Either::Right(self.inner.call(request)),
             Some(why) => {
                 tracing::info!(target: "mcp_oidc::auth", reason = why, "request refused before authentication");
-                Box::pin(std::future::ready(Ok(forbidden(why))))
+                Either::Left(ready(Ok(forbidden(why))))
             }
         }
     }
