@@ -103,7 +103,7 @@ pub(super) async fn authorize(
                 "This client is not registered with this server.",
             );
         }
-        Err(page) => return page,
+        Err(e) => return e.page(),
     };
     let (redirect_uri, given) = match get("redirect_uri") {
         Some(r) if crate::proxy::RedirectPolicy::matches(&client.redirect_uris, r) => {
