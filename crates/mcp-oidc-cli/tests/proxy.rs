@@ -1107,3 +1107,67 @@ async fn upstream_tokens_are_refreshed_before_tools_use_them() {
     assert_eq!(upstream["sub"], "testuser");
     let _ = client.cancel().await;
 }
+
+/// A form POST to `{base}/revoke`: the status and the JSON body (`Null` if there is none).
+async fn revoke_request(base: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/revoke"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_client_cannot_revoke_another_clients_tokens() {
+    let s = stack().await;
+    let (client_id, code, p) = code_for(&s).await;
+    let (_, tokens) = exchange(&s, &client_id, &code, &p).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let other = register(&s.base, json!({})).await;
+    let other_id = other["client_id"].as_str().unwrap();
+    for token in [refresh, access] {
+        let (status, body) =
+            revoke_request(&s.base, &[("token", token), ("client_id", other_id)]).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("unauthorized_client")),
+            "{body}"
+        );
+    }
+    // Nothing was revoked: the owner's tokens still work.
+    assert_eq!(mcp_status(&s.mcp, access).await, 200);
+    let (status, fresh) = token_request(
+        &s.base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{fresh}");
+    // The owner may revoke them; a token nobody knows is still answered 200 (RFC 7009 §2.2).
+    let refresh = fresh["refresh_token"].as_str().unwrap();
+    let (status, _) =
+        revoke_request(&s.base, &[("token", refresh), ("client_id", &client_id)]).await;
+    assert_eq!(status, 200);
+    let (status, _) = revoke_request(
+        &s.base,
+        &[("token", "no-such-token"), ("client_id", other_id)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = token_request(
+        &s.base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "revoked by its owner");
+}

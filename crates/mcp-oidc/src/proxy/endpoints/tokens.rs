@@ -411,13 +411,23 @@ pub(super) async fn revoke(
             .get("token")
             .ok_or_else(|| OAuthError::bad("invalid_request", "token is required"))?;
         let store = inner.store.as_ref();
+        // RFC 7009 §2.1: a token issued to another client is not this client's to revoke.
+        let not_yours = || {
+            tracing::warn!(client_id = %client.client_id, "revocation of another client's token refused");
+            OAuthError::bad(
+                "unauthorized_client",
+                "the token was not issued to this client",
+            )
+        };
         // A refresh token revokes its whole grant; so does one of our access tokens.
         if let Some(r) =
             records::load::<RefreshRecord>(store, Namespace::RefreshTokens, &hash(token))
                 .await
                 .map_err(OAuthError::store)?
-            && r.client_id == client.client_id
         {
+            if r.client_id != client.client_id {
+                return Err(not_yours());
+            }
             store
                 .delete(Namespace::RefreshTokens, &hash(token))
                 .await
@@ -429,11 +439,14 @@ pub(super) async fn revoke(
             .verifier
             .verify(&crate::types::BearerToken::new(token.as_str()))
             .await
-            && access
-                .client_id()
-                .is_some_and(|c| c.as_str() == client.client_id)
             && let Some(sid) = access.claim_str("sid")
         {
+            if access
+                .client_id()
+                .is_none_or(|c| c.as_str() != client.client_id)
+            {
+                return Err(not_yours());
+            }
             revoke_grant(&inner, sid).await.map_err(OAuthError::store)?;
         }
         // RFC 7009 §2.2: unknown tokens get 200 too.
