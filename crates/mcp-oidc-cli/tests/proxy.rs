@@ -1171,3 +1171,27 @@ async fn a_client_cannot_revoke_another_clients_tokens() {
     .await;
     assert_eq!(status, 400, "revoked by its owner");
 }
+
+#[tokio::test]
+async fn an_overlong_state_is_refused_and_the_longest_allowed_is_accepted() {
+    let s = stack().await;
+    let client = register(&s.base, json!({})).await;
+    let id = client["client_id"].as_str().unwrap();
+    let p = pkce();
+    let with_state = |state: &str| {
+        authorize_url(&s.base, id, &p.challenge)
+            .replace("state=client-state", &format!("state={state}"))
+    };
+    let q = authorize_redirect(&with_state(&"s".repeat(2049))).await;
+    assert_eq!(q["error"], "invalid_request");
+    assert_eq!(q["iss"], s.base);
+    let page = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(with_state(&"s".repeat(2048)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "the consent page");
+}
