@@ -1195,3 +1195,222 @@ async fn an_overlong_state_is_refused_and_the_longest_allowed_is_accepted() {
         .unwrap();
     assert_eq!(page.status(), 200, "the consent page");
 }
+
+/// Like [`serve`], with the proxy's settings adjusted by `tweak`: lifetimes and windows
+/// shorter than the configuration file allows, so that tests need not wait for them.
+async fn serve_tweaked(
+    settings: Settings,
+    tweak: impl FnOnce(&mut mcp_oidc::proxy::ProxyConfig),
+) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let bind = settings.bind.clone().unwrap();
+    let listener = tokio::net::TcpListener::bind(&bind).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut resolved = settings.resolve().unwrap();
+    tweak(&mut resolved.proxy.as_mut().unwrap().config);
+    let task = tokio::spawn(mcp_oidc_cli::run::serve_demo(
+        resolved,
+        listener,
+        std::future::pending(),
+    ));
+    (format!("http://localhost:{port}"), task)
+}
+
+/// [`stack`] with the proxy's settings adjusted by `tweak`.
+async fn stack_tweaked(tweak: impl FnOnce(&mut mcp_oidc::proxy::ProxyConfig)) -> Stack {
+    let idp = start_idp().await;
+    let (base, server) =
+        serve_tweaked(proxy_settings(&idp.issuer(), free_port(), None), tweak).await;
+    Stack {
+        idp_issuer: idp.issuer(),
+        _idp: Some(idp),
+        mcp: format!("{base}/mcp"),
+        base,
+        server: Some(server),
+    }
+}
+
+/// A refresh of `refresh_token` by `client_id` at the proxy.
+async fn refresh(s: &Stack, client_id: &str, refresh_token: &str) -> (u16, Value) {
+    token_request(
+        &s.base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", client_id),
+        ],
+    )
+    .await
+}
+
+/// What stands between the proxy and the mock provider's token endpoint: it can be taken
+/// down.
+#[derive(Default)]
+struct Relay {
+    target: String,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Relay {
+    fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn relay_token(
+    axum::extract::State(relay): axum::extract::State<std::sync::Arc<Relay>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if relay.down.load(std::sync::atomic::Ordering::SeqCst) {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+    }
+    let mut request = reqwest::Client::new()
+        .post(&relay.target)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_vec());
+    if let Some(auth) = headers.get("authorization") {
+        request = request.header("authorization", auth.to_str().unwrap());
+    }
+    let response = request.send().await.unwrap();
+    let status = axum::http::StatusCode::from_u16(response.status().as_u16()).unwrap();
+    let json: Value = response.json().await.unwrap();
+    (status, axum::Json(json)).into_response()
+}
+
+/// The proxy in front of a mock provider whose access tokens live one second (so that
+/// every refresh at the proxy refreshes upstream too), with its token endpoint behind a
+/// [`Relay`].
+async fn relayed_stack(
+    tweak: impl FnOnce(&mut mcp_oidc::proxy::ProxyConfig),
+) -> (Stack, std::sync::Arc<Relay>) {
+    let claims = json!({"email": "testuser@example.com", "name": "Test User"});
+    let idp = MockProvider::new(MockConfig {
+        users: vec![("testuser".into(), claims.as_object().unwrap().clone())],
+        token_max_age: Duration::from_secs(1),
+        ..MockConfig::default()
+    })
+    .unwrap()
+    .spawn("127.0.0.1:0")
+    .await
+    .unwrap();
+    let meta: Value = reqwest::get(format!("{}/.well-known/openid-configuration", idp.issuer()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let relay = std::sync::Arc::new(Relay {
+        target: meta["token_endpoint"].as_str().unwrap().to_owned(),
+        ..Relay::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let app = axum::Router::new()
+        .route("/token", axum::routing::post(relay_token))
+        .with_state(relay.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut settings = proxy_settings(&idp.issuer(), free_port(), None);
+    let endpoint = |name: &str| Some(meta[name].as_str().unwrap().to_owned());
+    settings.upstream_authorization_endpoint = endpoint("authorization_endpoint");
+    settings.upstream_token_endpoint = Some(format!("{relay_url}/token"));
+    settings.upstream_userinfo_endpoint = endpoint("userinfo_endpoint");
+    let (base, server) = serve_tweaked(settings, tweak).await;
+    let s = Stack {
+        idp_issuer: idp.issuer(),
+        _idp: Some(idp),
+        mcp: format!("{base}/mcp"),
+        base,
+        server: Some(server),
+    };
+    (s, relay)
+}
+
+#[tokio::test]
+async fn a_refresh_that_fails_on_a_transient_fault_can_be_retried_after_the_grace_window() {
+    let grace = Duration::from_millis(200);
+    let (s, relay) = relayed_stack(|c| c.refresh_grace = grace).await;
+    let (client_id, code, p) = code_for(&s).await;
+    let (status, tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    let rt = tokens["refresh_token"].as_str().unwrap();
+
+    // The upstream token has lapsed and the provider is down: nothing can be issued.
+    relay.set_down(true);
+    let (status, body) = refresh(&s, &client_id, rt).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{body}"
+    );
+    // The client retries later, well after the window that tolerates duplicates.
+    tokio::time::sleep(grace * 3).await;
+    relay.set_down(false);
+    let (status, fresh) = refresh(&s, &client_id, rt).await;
+    assert_eq!(status, 200, "the same refresh token still works: {fresh}");
+    assert_eq!(mcp_status(&s.mcp, access).await, 200, "nothing was revoked");
+    assert_eq!(
+        mcp_status(&s.mcp, fresh["access_token"].as_str().unwrap()).await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_resource_or_scope_is_refused_without_spending_the_code_or_refresh_token() {
+    let grace = Duration::from_millis(200);
+    let s = stack_tweaked(|c| c.refresh_grace = grace).await;
+    let (client_id, code, p) = code_for(&s).await;
+    let (status, body) = token_request(
+        &s.base,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", &client_id),
+            ("code_verifier", &p.verifier),
+            ("resource", "https://elsewhere.example/mcp"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_target")),
+        "{body}"
+    );
+    let (status, tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "the code was not spent: {tokens}");
+    let rt = tokens["refresh_token"].as_str().unwrap();
+
+    for (name, value, error) in [
+        (
+            "resource",
+            "https://elsewhere.example/mcp",
+            "invalid_target",
+        ),
+        ("scope", "openid admin", "invalid_scope"),
+    ] {
+        let (status, body) = token_request(
+            &s.base,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt),
+                ("client_id", &client_id),
+                (name, value),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some(error)),
+            "{body}"
+        );
+    }
+    tokio::time::sleep(grace * 3).await;
+    let (status, fresh) = refresh(&s, &client_id, rt).await;
+    assert_eq!(status, 200, "the refresh token was not spent: {fresh}");
+    assert_eq!(
+        mcp_status(&s.mcp, tokens["access_token"].as_str().unwrap()).await,
+        200
+    );
+}

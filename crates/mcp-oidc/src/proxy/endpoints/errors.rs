@@ -71,6 +71,10 @@ impl OAuthError {
         tracing::error!(error = %e, "proxy storage failure");
         Self::unavailable("storage is unavailable; try again")
     }
+    /// Whether a retry of the same request may succeed.
+    pub(super) fn is_transient(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE
+    }
     pub(super) fn upstream(e: UpstreamError) -> Self {
         match e {
             UpstreamError::Unavailable(d) => {

@@ -20,10 +20,10 @@ use crate::store::{Namespace, StoreError, now_ms};
 use crate::token::{TokenVerifier, unix_now};
 use crate::types::PkceCodeVerifier;
 
-use super::Shared;
 use super::authorize::normalise_resource;
 use super::clients::authenticate_client;
 use super::errors::{OAuthError, no_store_json, parse_form};
+use super::{CODE_TTL, Shared};
 
 #[derive(Serialize)]
 struct AccessClaims<'a> {
@@ -148,6 +148,20 @@ async fn code_grant(
         .ok_or_else(|| OAuthError::bad("invalid_request", "code is required"))?;
     let key = hash(code);
     let store = inner.store.as_ref();
+    // A wrong resource from the code's own client is a mistake, not an attack: it is
+    // refused before the code is spent, so that a corrected request can still use it.
+    if let Some(r) = form.get("resource")
+        && let Some(record) = records::load::<CodeRecord>(store, Namespace::Codes, &key)
+            .await
+            .map_err(OAuthError::store)?
+        && record.client_id == client.client_id
+        && normalise_resource(r).as_deref() != Some(record.resource.as_str())
+    {
+        return Err(OAuthError::bad(
+            "invalid_target",
+            "the resource does not match the authorization request",
+        ));
+    }
     let record: Option<CodeRecord> = records::take(store, Namespace::Codes, &key)
         .await
         .map_err(OAuthError::store)?;
@@ -166,7 +180,7 @@ async fn code_grant(
             "the code is invalid, expired or already used",
         ));
     };
-    records::save(
+    if let Err(e) = records::save(
         store,
         Namespace::UsedCodes,
         &key,
@@ -174,7 +188,10 @@ async fn code_grant(
         Some(Duration::from_secs(24 * 3600)),
     )
     .await
-    .map_err(OAuthError::store)?;
+    {
+        restore_code(inner, &key, &record).await;
+        return Err(OAuthError::store(e));
+    }
     if record.client_id != client.client_id {
         return refuse(
             inner,
@@ -210,22 +227,34 @@ async fn code_grant(
         )
         .await;
     }
-    if let Some(r) = form.get("resource")
-        && normalise_resource(r).as_deref() != Some(record.resource.as_str())
-    {
-        let _ = revoke_grant(inner, &record.grant_id).await;
-        return Err(OAuthError::bad(
-            "invalid_target",
-            "the resource does not match the authorization request",
-        ));
+    let issued = async {
+        let grant: Grant = records::load(store, Namespace::Grants, &record.grant_id)
+            .await
+            .map_err(OAuthError::store)?
+            .filter(|g: &Grant| !g.revoked)
+            .ok_or_else(|| OAuthError::grant("the authorization was revoked"))?;
+        let response = issue_tokens(inner, &grant, &record.scopes).await?;
+        tracing::info!(client_id = %client.client_id, subject = %grant.subject, "tokens issued");
+        Ok(response)
     }
-    let grant: Grant = records::load(store, Namespace::Grants, &record.grant_id)
-        .await
-        .map_err(OAuthError::store)?
-        .filter(|g: &Grant| !g.revoked)
-        .ok_or_else(|| OAuthError::grant("the authorization was revoked"))?;
-    tracing::info!(client_id = %client.client_id, subject = %grant.subject, "tokens issued");
-    issue_tokens(inner, &grant, &record.scopes).await
+    .await;
+    if issued.as_ref().is_err_and(OAuthError::is_transient) {
+        restore_code(inner, &key, &record).await;
+    }
+    issued
+}
+
+/// Puts back a code spent by a request that then failed on our side, so that the client's
+/// retry is not taken for a replay.
+async fn restore_code(inner: &Inner, key: &str, record: &CodeRecord) {
+    let store = inner.store.as_ref();
+    let restored = async {
+        records::save(store, Namespace::Codes, key, record, Some(CODE_TTL)).await?;
+        store.delete(Namespace::UsedCodes, key).await
+    };
+    if let Err(e) = restored.await {
+        tracing::error!(error = %e, "cannot restore an authorization code after a failure");
+    }
 }
 
 async fn refresh_grant(
@@ -238,52 +267,14 @@ async fn refresh_grant(
         .ok_or_else(|| OAuthError::bad("invalid_request", "refresh_token is required"))?;
     let key = hash(token);
     let store = inner.store.as_ref();
-    let (grant_id, record_client, scopes) = match records::take::<RefreshRecord>(
-        store,
-        Namespace::RefreshTokens,
-        &key,
-    )
-    .await
-    .map_err(OAuthError::store)?
-    {
-        Some(r) => {
-            let used = UsedRefresh {
-                grant_id: r.grant_id.clone(),
-                client_id: r.client_id.clone(),
-                scopes: r.scopes.clone(),
-                used_at_ms: now_ms(),
-            };
-            records::save(
-                store,
-                Namespace::UsedRefreshTokens,
-                &key,
-                &used,
-                Some(inner.config.refresh_token_ttl),
-            )
-            .await
-            .map_err(OAuthError::store)?;
-            (r.grant_id, r.client_id, r.scopes)
-        }
+    // Read, not taken yet: the token is spent only once nothing but a fault can fail.
+    let live = records::load::<RefreshRecord>(store, Namespace::RefreshTokens, &key)
+        .await
+        .map_err(OAuthError::store)?;
+    let (grant_id, record_client, granted) = match &live {
+        Some(r) => (r.grant_id.clone(), r.client_id.clone(), r.scopes.clone()),
         None => {
-            let Some(used) =
-                records::load::<UsedRefresh>(store, Namespace::UsedRefreshTokens, &key)
-                    .await
-                    .map_err(OAuthError::store)?
-            else {
-                return Err(OAuthError::grant("the refresh token is invalid or expired"));
-            };
-            let age = Duration::from_millis(now_ms().saturating_sub(used.used_at_ms));
-            if age > inner.config.refresh_grace || used.client_id != client.client_id {
-                tracing::warn!(client_id = %client.client_id, "refresh token reused; revoking the whole family");
-                revoke_grant(inner, &used.grant_id)
-                    .await
-                    .map_err(OAuthError::store)?;
-                return Err(OAuthError::grant(
-                    "the refresh token was already used; this sign-in is revoked",
-                ));
-            }
-            // Two concurrent refreshes by one client (two tabs, a retry): the late one
-            // gets a pair of its own rather than logging the user out.
+            let used = reused(inner, client, &key).await?;
             (used.grant_id, used.client_id, used.scopes)
         }
     };
@@ -315,7 +306,7 @@ async fn refresh_grant(
                 .filter(|x| !x.is_empty())
                 .map(str::to_owned)
                 .collect();
-            if asked.iter().any(|a| !scopes.contains(a)) {
+            if asked.iter().any(|a| !granted.contains(a)) {
                 return Err(OAuthError::bad(
                     "invalid_scope",
                     "a refresh cannot widen the granted scopes",
@@ -323,11 +314,110 @@ async fn refresh_grant(
             }
             asked
         }
-        None => scopes,
+        None => granted,
     };
-    // Keep the upstream sign-in alive: refresh it now if it is about to lapse.
-    refresh_upstream_if_needed(inner, &grant_id).await?;
-    issue_tokens(inner, &grant, &scopes).await
+    let spent = match live {
+        Some(record) => spend_refresh(inner, &key, record).await?,
+        None => None,
+    };
+    let issued = async {
+        // Keep the upstream sign-in alive: refresh it now if it is about to lapse.
+        refresh_upstream_if_needed(inner, &grant_id).await?;
+        issue_tokens(inner, &grant, &scopes).await
+    }
+    .await;
+    if let Some(record) = spent
+        && issued.as_ref().is_err_and(OAuthError::is_transient)
+    {
+        restore_refresh(inner, &key, &record).await;
+    }
+    issued
+}
+
+/// A refresh token that is no longer live: a duplicate of a refresh that just happened
+/// (tolerated within the grace window, for the same client), or a reuse, which revokes
+/// the whole family.
+async fn reused(
+    inner: &Inner,
+    client: &ClientRecord,
+    key: &str,
+) -> Result<UsedRefresh, OAuthError> {
+    let Some(used) =
+        records::load::<UsedRefresh>(inner.store.as_ref(), Namespace::UsedRefreshTokens, key)
+            .await
+            .map_err(OAuthError::store)?
+    else {
+        return Err(OAuthError::grant("the refresh token is invalid or expired"));
+    };
+    let age = Duration::from_millis(now_ms().saturating_sub(used.used_at_ms));
+    if age > inner.config.refresh_grace || used.client_id != client.client_id {
+        tracing::warn!(client_id = %client.client_id, "refresh token reused; revoking the whole family");
+        revoke_grant(inner, &used.grant_id)
+            .await
+            .map_err(OAuthError::store)?;
+        return Err(OAuthError::grant(
+            "the refresh token was already used; this sign-in is revoked",
+        ));
+    }
+    // Two concurrent refreshes by one client (two tabs, a retry): the late one gets a
+    // pair of its own rather than logging the user out.
+    Ok(used)
+}
+
+/// Spends a live refresh token. The record of its use is written before the token is
+/// taken, so that a concurrent duplicate that finds the token gone always finds that
+/// record (and is tolerated) rather than nothing (and refused). Returns the record when
+/// this request spent it, `None` when a concurrent one did.
+async fn spend_refresh(
+    inner: &Inner,
+    key: &str,
+    record: RefreshRecord,
+) -> Result<Option<RefreshRecord>, OAuthError> {
+    let store = inner.store.as_ref();
+    let used = UsedRefresh {
+        grant_id: record.grant_id.clone(),
+        client_id: record.client_id.clone(),
+        scopes: record.scopes.clone(),
+        used_at_ms: now_ms(),
+    };
+    records::save(
+        store,
+        Namespace::UsedRefreshTokens,
+        key,
+        &used,
+        Some(inner.config.refresh_token_ttl),
+    )
+    .await
+    .map_err(OAuthError::store)?;
+    match records::take::<RefreshRecord>(store, Namespace::RefreshTokens, key).await {
+        Ok(taken) => Ok(taken),
+        Err(e) => {
+            // Whether the take happened is unknown: leave the token live rather than spent.
+            restore_refresh(inner, key, &record).await;
+            Err(OAuthError::store(e))
+        }
+    }
+}
+
+/// Puts back a refresh token spent by a request that then failed on our side (the
+/// provider or the store unavailable), so that the client's retry, even after the grace
+/// window, is not taken for a reuse that revokes the sign-in.
+async fn restore_refresh(inner: &Inner, key: &str, record: &RefreshRecord) {
+    let store = inner.store.as_ref();
+    let restored = async {
+        records::save(
+            store,
+            Namespace::RefreshTokens,
+            key,
+            record,
+            Some(inner.config.refresh_token_ttl),
+        )
+        .await?;
+        store.delete(Namespace::UsedRefreshTokens, key).await
+    };
+    if let Err(e) = restored.await {
+        tracing::error!(error = %e, "cannot restore a refresh token after a failure");
+    }
 }
 
 async fn refresh_upstream_if_needed(
