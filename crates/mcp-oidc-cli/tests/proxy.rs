@@ -1243,16 +1243,27 @@ async fn refresh(s: &Stack, client_id: &str, refresh_token: &str) -> (u16, Value
 }
 
 /// What stands between the proxy and the mock provider's token endpoint: it can be taken
-/// down.
+/// down or slowed down, counts the refreshes it is sent, and can make refreshed upstream
+/// tokens long-lived.
 #[derive(Default)]
 struct Relay {
     target: String,
     down: std::sync::atomic::AtomicBool,
+    delay_ms: std::sync::atomic::AtomicU64,
+    refreshes: std::sync::atomic::AtomicUsize,
+    long_lived_refreshes: std::sync::atomic::AtomicBool,
 }
 
 impl Relay {
     fn set_down(&self, down: bool) {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn delay_refreshes(&self, by: Duration) {
+        self.delay_ms
+            .store(by.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn refreshes(&self) -> usize {
+        self.refreshes.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -1262,7 +1273,14 @@ async fn relay_token(
     body: axum::body::Bytes,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if relay.down.load(std::sync::atomic::Ordering::SeqCst) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let is_refresh =
+        url::form_urlencoded::parse(&body).any(|(k, v)| k == "grant_type" && v == "refresh_token");
+    if is_refresh {
+        relay.refreshes.fetch_add(1, SeqCst);
+        tokio::time::sleep(Duration::from_millis(relay.delay_ms.load(SeqCst))).await;
+    }
+    if relay.down.load(SeqCst) {
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
     }
     let mut request = reqwest::Client::new()
@@ -1274,7 +1292,10 @@ async fn relay_token(
     }
     let response = request.send().await.unwrap();
     let status = axum::http::StatusCode::from_u16(response.status().as_u16()).unwrap();
-    let json: Value = response.json().await.unwrap();
+    let mut json: Value = response.json().await.unwrap();
+    if is_refresh && relay.long_lived_refreshes.load(SeqCst) && status.is_success() {
+        json["expires_in"] = json!(3600);
+    }
     (status, axum::Json(json)).into_response()
 }
 
@@ -1412,5 +1433,69 @@ async fn a_wrong_resource_or_scope_is_refused_without_spending_the_code_or_refre
     assert_eq!(
         mcp_status(&s.mcp, tokens["access_token"].as_str().unwrap()).await,
         200
+    );
+}
+
+#[tokio::test]
+async fn a_revocation_during_an_upstream_refresh_is_not_undone_by_it() {
+    let (s, relay) = relayed_stack(|_| {}).await;
+    let (client_id, code, p) = code_for(&s).await;
+    let (status, tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let rt = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // The refresh waits on the provider while the user signs the client out.
+    relay.delay_refreshes(Duration::from_millis(1500));
+    let base = s.base.clone();
+    let id = client_id.clone();
+    let refreshing = tokio::spawn(async move {
+        token_request(
+            &base,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &rt),
+                ("client_id", &id),
+            ],
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(relay.refreshes(), 1, "the upstream refresh is under way");
+    let r = reqwest::Client::new()
+        .post(format!("{}/revoke", s.base))
+        .form(&[("token", access.as_str()), ("client_id", &client_id)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let (status, body) = refreshing.await.unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert_eq!(mcp_status(&s.mcp, &access).await, 401, "still revoked");
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_of_one_sign_in_refresh_upstream_once() {
+    let (s, relay) = relayed_stack(|_| {}).await;
+    let (client_id, code, p) = code_for(&s).await;
+    let (status, tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "{tokens}");
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    // The first refresh brings an upstream token that lasts: the second has no need of one.
+    relay
+        .long_lived_refreshes
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    relay.delay_refreshes(Duration::from_millis(500));
+    let (a, b) = tokio::join!(refresh(&s, &client_id, rt), refresh(&s, &client_id, rt));
+    assert_eq!((a.0, b.0), (200, 200), "{} {}", a.1, b.1);
+    assert_eq!(
+        relay.refreshes(),
+        1,
+        "one upstream refresh token is sent once"
     );
 }

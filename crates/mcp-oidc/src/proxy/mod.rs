@@ -166,6 +166,39 @@ pub(crate) struct Inner {
     /// endpoints are served.
     pub prefix: String,
     pub verifier: JwtVerifier,
+    pub grant_locks: GrantLocks,
+}
+
+/// Locks per grant, within this process. Bounded: a grant unused for ten minutes, or one
+/// beyond the capacity, loses its entry; should that happen while the lock is held, a
+/// later caller merely does not wait for the earlier one.
+pub(crate) struct GrantLocks {
+    locks: moka::sync::Cache<String, Arc<GrantLock>>,
+}
+
+/// The locks of one grant.
+#[derive(Default)]
+pub(crate) struct GrantLock {
+    /// Held across a refresh at the upstream provider: one at a time.
+    pub upstream: tokio::sync::Mutex<()>,
+    /// Held while the grant record is read, changed and written back.
+    pub record: tokio::sync::Mutex<()>,
+}
+
+impl GrantLocks {
+    fn new() -> Self {
+        Self {
+            locks: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
+        }
+    }
+
+    /// The locks of `grant_id`.
+    pub(crate) fn of(&self, grant_id: &str) -> Arc<GrantLock> {
+        self.locks.get_with_by_ref(grant_id, Arc::default)
+    }
 }
 
 /// The OAuth proxy. Cheap to clone.
@@ -245,6 +278,7 @@ impl OAuthProxy {
                 signing,
                 prefix,
                 verifier,
+                grant_locks: GrantLocks::new(),
                 config,
             }),
         };

@@ -117,6 +117,8 @@ pub(super) async fn token(
 
 async fn revoke_grant(inner: &Inner, grant_id: &str) -> Result<(), StoreError> {
     let store = inner.store.as_ref();
+    let lock = inner.grant_locks.of(grant_id);
+    let _writing = lock.record.lock().await;
     if let Some(mut grant) = records::load::<Grant>(store, Namespace::Grants, grant_id).await? {
         grant.revoked = true;
         grant.upstream_sealed = None;
@@ -420,12 +422,22 @@ async fn restore_refresh(inner: &Inner, key: &str, record: &RefreshRecord) {
     }
 }
 
+/// The grant's upstream tokens, refreshed first when they are about to lapse. `None` when
+/// the grant is gone or holds no upstream tokens.
+///
+/// One upstream refresh per grant runs at a time in this process: a second caller waits
+/// and finds the tokens the first one got, so one upstream refresh token is never sent
+/// twice (providers that rotate them would take that for a theft). And since the grant can
+/// be revoked while the provider answers, it is read again before the new tokens are
+/// written, and a revoked grant is left revoked.
 async fn refresh_upstream_if_needed(
     inner: &Inner,
     grant_id: &str,
 ) -> Result<Option<UpstreamTokens>, OAuthError> {
     let store = inner.store.as_ref();
-    let Some(mut grant) = records::load::<Grant>(store, Namespace::Grants, grant_id)
+    let lock = inner.grant_locks.of(grant_id);
+    let _one_refresh = lock.upstream.lock().await;
+    let Some(grant) = records::load::<Grant>(store, Namespace::Grants, grant_id)
         .await
         .map_err(OAuthError::store)?
     else {
@@ -457,12 +469,20 @@ async fn refresh_upstream_if_needed(
             id_token: fresh.id_token.or(tokens.id_token),
             expires_at: fresh.expires_in.map(|e| unix_now() + e),
         };
-        grant.upstream_sealed = seal_upstream(&inner.secrets, grant_id, &tokens);
+        let _writing = lock.record.lock().await;
+        let current = records::load::<Grant>(store, Namespace::Grants, grant_id)
+            .await
+            .map_err(OAuthError::store)?;
+        let Some(mut current) = current.filter(|g| !g.revoked) else {
+            tracing::info!(grant = %grant_id, "sign-in revoked during an upstream refresh; its new tokens are dropped");
+            return Err(OAuthError::grant("this sign-in was revoked"));
+        };
+        current.upstream_sealed = seal_upstream(&inner.secrets, grant_id, &tokens);
         records::save(
             store,
             Namespace::Grants,
             grant_id,
-            &grant,
+            &current,
             Some(inner.config.refresh_token_ttl),
         )
         .await
