@@ -1499,3 +1499,24 @@ async fn concurrent_refreshes_of_one_sign_in_refresh_upstream_once() {
         "one upstream refresh token is sent once"
     );
 }
+
+#[tokio::test]
+async fn a_sign_in_in_use_outlives_the_refresh_token_lifetime() {
+    let ttl = Duration::from_secs(3);
+    let s = stack_tweaked(|c| c.refresh_token_ttl = ttl).await;
+    let (client_id, code, p) = code_for(&s).await;
+    let (status, mut tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "{tokens}");
+    // Refreshed every third of the lifetime, for twice the lifetime.
+    for i in 0..6 {
+        tokio::time::sleep(ttl / 3).await;
+        let (status, fresh) =
+            refresh(&s, &client_id, tokens["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(status, 200, "refresh {i}: {fresh}");
+        tokens = fresh;
+    }
+    // Unused for longer than the lifetime, it ends.
+    tokio::time::sleep(ttl + Duration::from_millis(500)).await;
+    let (status, _) = refresh(&s, &client_id, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 400);
+}

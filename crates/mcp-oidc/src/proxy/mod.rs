@@ -78,7 +78,7 @@ pub struct ProxyConfig {
     pub consent_ttl: Duration,
     /// Lifetime of our access tokens.
     pub access_token_ttl: Duration,
-    /// Lifetime of a refresh-token family without use.
+    /// Lifetime of a refresh-token family without use: each refresh starts it anew.
     pub refresh_token_ttl: Duration,
     /// A refresh token presented twice within this window (two concurrent refreshes of one
     /// client) gets a fresh pair instead of revoking the family.

@@ -292,7 +292,7 @@ async fn refresh_grant(
         .await
         .map_err(OAuthError::store)?
         .filter(|g: &Grant| !g.revoked)
-        .ok_or_else(|| OAuthError::grant("this sign-in was revoked"))?;
+        .ok_or_else(|| OAuthError::grant("this sign-in was revoked or has expired"))?;
     if let Some(r) = form.get("resource")
         && normalise_resource(r).as_deref() != Some(grant.resource.as_str())
     {
@@ -325,6 +325,7 @@ async fn refresh_grant(
     let issued = async {
         // Keep the upstream sign-in alive: refresh it now if it is about to lapse.
         refresh_upstream_if_needed(inner, &grant_id).await?;
+        renew_grant(inner, &grant_id).await?;
         issue_tokens(inner, &grant, &scopes).await
     }
     .await;
@@ -334,6 +335,28 @@ async fn refresh_grant(
         restore_refresh(inner, &key, &record).await;
     }
     issued
+}
+
+/// Restarts the grant's lifetime: `refresh_token_ttl` is how long a sign-in lasts without
+/// use, so every refresh counts from now.
+async fn renew_grant(inner: &Inner, grant_id: &str) -> Result<(), OAuthError> {
+    let store = inner.store.as_ref();
+    let lock = inner.grant_locks.of(grant_id);
+    let _writing = lock.record.lock().await;
+    let grant = records::load::<Grant>(store, Namespace::Grants, grant_id)
+        .await
+        .map_err(OAuthError::store)?
+        .filter(|g| !g.revoked)
+        .ok_or_else(|| OAuthError::grant("this sign-in was revoked or has expired"))?;
+    records::save(
+        store,
+        Namespace::Grants,
+        grant_id,
+        &grant,
+        Some(inner.config.refresh_token_ttl),
+    )
+    .await
+    .map_err(OAuthError::store)
 }
 
 /// A refresh token that is no longer live: a duplicate of a refresh that just happened
