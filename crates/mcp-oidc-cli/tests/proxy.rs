@@ -1493,3 +1493,137 @@ async fn a_sign_in_in_use_outlives_the_refresh_token_lifetime() {
     let (status, _) = refresh(&s, &client_id, tokens["refresh_token"].as_str().unwrap()).await;
     assert_eq!(status, 400);
 }
+
+/// A memory store that fails the next writes to one namespace.
+#[derive(Default)]
+struct FailingWrites {
+    inner: mcp_oidc::store::MemoryStore,
+    namespace: std::sync::Mutex<Option<mcp_oidc::store::Namespace>>,
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+impl FailingWrites {
+    fn fail_next_write(&self, ns: mcp_oidc::store::Namespace) {
+        *self.namespace.lock().unwrap() = Some(ns);
+        self.failures.store(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl mcp_oidc::store::Store for FailingWrites {
+    fn put<'a>(
+        &'a self,
+        ns: mcp_oidc::store::Namespace,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> mcp_oidc::store::StoreFuture<'a, ()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let fail = *self.namespace.lock().unwrap() == Some(ns)
+            && self
+                .failures
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if fail {
+            return Box::pin(async {
+                Err(mcp_oidc::store::StoreError {
+                    operation: "put",
+                    message: "disk I/O error".into(),
+                })
+            });
+        }
+        self.inner.put(ns, key, value, ttl)
+    }
+    fn put_if_absent<'a>(
+        &'a self,
+        ns: mcp_oidc::store::Namespace,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> mcp_oidc::store::StoreFuture<'a, bool> {
+        self.inner.put_if_absent(ns, key, value, ttl)
+    }
+    fn get<'a>(
+        &'a self,
+        ns: mcp_oidc::store::Namespace,
+        key: &'a str,
+    ) -> mcp_oidc::store::StoreFuture<'a, Option<Vec<u8>>> {
+        self.inner.get(ns, key)
+    }
+    fn take<'a>(
+        &'a self,
+        ns: mcp_oidc::store::Namespace,
+        key: &'a str,
+    ) -> mcp_oidc::store::StoreFuture<'a, Option<Vec<u8>>> {
+        self.inner.take(ns, key)
+    }
+    fn delete<'a>(
+        &'a self,
+        ns: mcp_oidc::store::Namespace,
+        key: &'a str,
+    ) -> mcp_oidc::store::StoreFuture<'a, ()> {
+        self.inner.delete(ns, key)
+    }
+    fn purge_expired(&self) -> mcp_oidc::store::StoreFuture<'_, u64> {
+        self.inner.purge_expired()
+    }
+}
+
+#[tokio::test]
+async fn a_store_failure_while_issuing_leaves_the_code_and_the_refresh_token_usable() {
+    use mcp_oidc::store::Namespace;
+    let grace = Duration::from_millis(200);
+    let idp = start_idp().await;
+    let port = free_port();
+    let mut config = proxy_settings(&idp.issuer(), port, None)
+        .resolve()
+        .unwrap()
+        .proxy
+        .unwrap()
+        .config;
+    config.refresh_grace = grace;
+    let store = std::sync::Arc::new(FailingWrites::default());
+    let proxy = mcp_oidc::proxy::OAuthProxy::new(config, store.clone())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let server = tokio::spawn(mcp_oidc::serve(
+        listener,
+        proxy.router(),
+        std::future::pending(),
+    ));
+    let base = format!("http://localhost:{port}");
+    let s = Stack {
+        idp_issuer: idp.issuer(),
+        _idp: Some(idp),
+        mcp: format!("{base}/mcp"),
+        base,
+        server: Some(server),
+    };
+    let (client_id, code, p) = code_for(&s).await;
+
+    // The new refresh token cannot be stored: nothing is issued, and the code is not spent.
+    store.fail_next_write(Namespace::RefreshTokens);
+    let (status, body) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{body}"
+    );
+    let (status, tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "the retry is not a replay: {tokens}");
+
+    // Likewise for a refresh, retried after the grace window.
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    store.fail_next_write(Namespace::RefreshTokens);
+    let (status, body) = refresh(&s, &client_id, rt).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{body}"
+    );
+    tokio::time::sleep(grace * 3).await;
+    let (status, fresh) = refresh(&s, &client_id, rt).await;
+    assert_eq!(status, 200, "the retry is not a reuse: {fresh}");
+}
