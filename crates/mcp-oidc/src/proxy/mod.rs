@@ -542,7 +542,7 @@ mod tests {
 
     #[tokio::test]
     async fn expired_records_are_purged_at_start_then_periodically_until_the_proxy_is_dropped() {
-        let every = Duration::from_millis(400);
+        let every = Duration::from_millis(600);
         let store = Arc::new(Counting::default());
         store.expired(Namespace::Transactions, 3).await;
         store
