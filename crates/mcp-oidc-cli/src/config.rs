@@ -225,7 +225,7 @@ pub struct Settings {
     /// OAuth proxy: access token lifetime in seconds [default: 3600].
     #[arg(long, env = "MCP_OIDC_ACCESS_TOKEN_TTL_SECS")]
     pub access_token_ttl_secs: Option<u64>,
-    /// OAuth proxy: refresh token family lifetime in seconds [default: 2592000].
+    /// OAuth proxy: seconds a sign-in lasts without a refresh [default: 2592000].
     #[arg(long, env = "MCP_OIDC_REFRESH_TOKEN_TTL_SECS")]
     pub refresh_token_ttl_secs: Option<u64>,
     /// OAuth proxy: requests per minute per client address to /register (0 = no limit) [default: 20].

@@ -12,7 +12,7 @@ use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ClientConfig};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 mod common;
 
@@ -441,92 +441,66 @@ async fn tampered_state_and_skipped_or_forged_consent_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "wrong CSRF token: refused");
-    let _ = cookie;
+    // The right token, but the cookie of another authorization (the first page's).
+    let page = http
+        .get(authorize_url(&s.base, &id, &p.challenge))
+        .send()
+        .await
+        .unwrap();
+    let html3 = page.text().await.unwrap();
+    let r = http
+        .post(format!("{}/consent", s.base))
+        .header("cookie", &cookie)
+        .form(&[
+            ("transaction", form_field(&html3, "transaction").as_str()),
+            ("csrf_token", form_field(&html3, "csrf_token").as_str()),
+            ("decision", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "another authorization's cookie: refused");
 }
 
 #[tokio::test]
 async fn refresh_token_reuse_revokes_the_family_but_a_concurrent_duplicate_is_tolerated() {
-    let s = stack().await;
+    let grace = Duration::from_millis(500);
+    let s = stack_tweaked(|c| c.refresh_grace = grace).await;
     let (client_id, code, p) = code_for(&s).await;
     let (_, tokens) = exchange(&s, &client_id, &code, &p).await;
     let rt = tokens["refresh_token"].as_str().unwrap().to_owned();
-    let form = |rt: &str| {
-        vec![
-            ("grant_type".to_owned(), "refresh_token".to_owned()),
-            ("refresh_token".to_owned(), rt.to_owned()),
-            ("client_id".to_owned(), client_id.clone()),
-        ]
-    };
-    let post = |f: Vec<(String, String)>| {
-        let url = format!("{}/token", s.base);
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .form(&f)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    // Two concurrent refreshes with the same token: both succeed (grace window).
-    let (a, b) = tokio::join!(post(form(&rt)), post(form(&rt)));
-    assert_eq!((a, b), (200, 200));
 
-    // A reuse after the grace window revokes everything.
-    let (_, t2) = token_request(
-        &s.base,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &rt),
-            ("client_id", &client_id),
-        ],
-    )
-    .await;
-    let _ = t2;
-    let (client_id2, code2, p2) = code_for(&s).await;
-    let (_, tokens2) = exchange(&s, &client_id2, &code2, &p2).await;
-    let rt2 = tokens2["refresh_token"].as_str().unwrap();
-    let (status, next) = token_request(
-        &s.base,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", rt2),
-            ("client_id", &client_id2),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200);
-    tokio::time::sleep(Duration::from_secs(11)).await;
-    let (status, body) = token_request(
-        &s.base,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", rt2),
-            ("client_id", &client_id2),
-        ],
-    )
-    .await;
+    // Two concurrent refreshes with the same token: both succeed, each with its own pair.
+    let (a, b) = tokio::join!(refresh(&s, &client_id, &rt), refresh(&s, &client_id, &rt));
+    assert_eq!((a.0, b.0), (200, 200), "{} {}", a.1, b.1);
+    assert_ne!(a.1["refresh_token"], b.1["refresh_token"]);
+    // Within the window a late duplicate is still tolerated.
+    let (status, c) = refresh(&s, &client_id, &rt).await;
+    assert_eq!(status, 200, "{c}");
+
+    // A reuse after the grace window revokes everything the token led to.
+    tokio::time::sleep(grace * 2).await;
+    let (status, body) = refresh(&s, &client_id, &rt).await;
     assert_eq!(
         (status, body["error"].as_str()),
-        (400, Some("invalid_grant"))
+        (400, Some("invalid_grant")),
+        "{body}"
     );
-    let (status, _) = token_request(
-        &s.base,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", next["refresh_token"].as_str().unwrap()),
-            ("client_id", &client_id2),
-        ],
-    )
-    .await;
+    for issued in [&a.1, &b.1, &c] {
+        let (status, body) =
+            refresh(&s, &client_id, issued["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "the newest refresh tokens of the family are revoked too: {body}"
+        );
+        assert_eq!(
+            mcp_status(&s.mcp, issued["access_token"].as_str().unwrap()).await,
+            401
+        );
+    }
     assert_eq!(
-        status, 400,
-        "the newest refresh token of the family is revoked too"
-    );
-    assert_eq!(
-        mcp_status(&s.mcp, next["access_token"].as_str().unwrap()).await,
+        mcp_status(&s.mcp, tokens["access_token"].as_str().unwrap()).await,
         401
     );
 }
@@ -644,7 +618,6 @@ async fn registration_refuses_bad_metadata() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"], error, "{body}");
     }
-    let _: Map<String, Value> = Map::new();
 }
 
 #[tokio::test]
@@ -1106,4 +1079,551 @@ async fn upstream_tokens_are_refreshed_before_tools_use_them() {
     let upstream: Value = serde_json::from_str(text).unwrap();
     assert_eq!(upstream["sub"], "testuser");
     let _ = client.cancel().await;
+}
+
+/// A form POST to `{base}/revoke`: the status and the JSON body (`Null` if there is none).
+async fn revoke_request(base: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/revoke"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_client_cannot_revoke_another_clients_tokens() {
+    let s = stack().await;
+    let (client_id, code, p) = code_for(&s).await;
+    let (_, tokens) = exchange(&s, &client_id, &code, &p).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let other = register(&s.base, json!({})).await;
+    let other_id = other["client_id"].as_str().unwrap();
+    for token in [refresh, access] {
+        let (status, body) =
+            revoke_request(&s.base, &[("token", token), ("client_id", other_id)]).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("unauthorized_client")),
+            "{body}"
+        );
+    }
+    // Nothing was revoked: the owner's tokens still work.
+    assert_eq!(mcp_status(&s.mcp, access).await, 200);
+    let (status, fresh) = token_request(
+        &s.base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{fresh}");
+    // The owner may revoke them; a token nobody knows is still answered 200 (RFC 7009 §2.2).
+    let refresh = fresh["refresh_token"].as_str().unwrap();
+    let (status, _) =
+        revoke_request(&s.base, &[("token", refresh), ("client_id", &client_id)]).await;
+    assert_eq!(status, 200);
+    let (status, _) = revoke_request(
+        &s.base,
+        &[("token", "no-such-token"), ("client_id", other_id)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = token_request(
+        &s.base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "revoked by its owner");
+}
+
+#[tokio::test]
+async fn an_overlong_state_is_refused_and_the_longest_allowed_is_accepted() {
+    let s = stack().await;
+    let client = register(&s.base, json!({})).await;
+    let id = client["client_id"].as_str().unwrap();
+    let p = pkce();
+    let with_state = |state: &str| {
+        authorize_url(&s.base, id, &p.challenge)
+            .replace("state=client-state", &format!("state={state}"))
+    };
+    let q = authorize_redirect(&with_state(&"s".repeat(2049))).await;
+    assert_eq!(q["error"], "invalid_request");
+    assert_eq!(q["iss"], s.base);
+    let page = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(with_state(&"s".repeat(2048)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "the consent page");
+}
+
+/// Like [`serve`], with the proxy's settings adjusted by `tweak`: lifetimes and windows
+/// shorter than the configuration file allows, so that tests need not wait for them.
+async fn serve_tweaked(
+    settings: Settings,
+    tweak: impl FnOnce(&mut mcp_oidc::proxy::ProxyConfig),
+) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let bind = settings.bind.clone().unwrap();
+    let listener = tokio::net::TcpListener::bind(&bind).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut resolved = settings.resolve().unwrap();
+    tweak(&mut resolved.proxy.as_mut().unwrap().config);
+    let task = tokio::spawn(mcp_oidc_cli::run::serve_demo(
+        resolved,
+        listener,
+        std::future::pending(),
+    ));
+    (format!("http://localhost:{port}"), task)
+}
+
+/// [`stack`] with the proxy's settings adjusted by `tweak`.
+async fn stack_tweaked(tweak: impl FnOnce(&mut mcp_oidc::proxy::ProxyConfig)) -> Stack {
+    let idp = start_idp().await;
+    let (base, server) =
+        serve_tweaked(proxy_settings(&idp.issuer(), free_port(), None), tweak).await;
+    Stack {
+        idp_issuer: idp.issuer(),
+        _idp: Some(idp),
+        mcp: format!("{base}/mcp"),
+        base,
+        server: Some(server),
+    }
+}
+
+/// A refresh of `refresh_token` by `client_id` at the proxy.
+async fn refresh(s: &Stack, client_id: &str, refresh_token: &str) -> (u16, Value) {
+    token_request(
+        &s.base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", client_id),
+        ],
+    )
+    .await
+}
+
+/// What stands between the proxy and the mock provider's token endpoint: it can be taken
+/// down or slowed down, counts the refreshes it is sent, and can make refreshed upstream
+/// tokens long-lived.
+#[derive(Default)]
+struct Relay {
+    target: String,
+    down: std::sync::atomic::AtomicBool,
+    delay_ms: std::sync::atomic::AtomicU64,
+    refreshes: std::sync::atomic::AtomicUsize,
+    long_lived_refreshes: std::sync::atomic::AtomicBool,
+}
+
+impl Relay {
+    fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn delay_refreshes(&self, by: Duration) {
+        self.delay_ms
+            .store(by.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn refreshes(&self) -> usize {
+        self.refreshes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn relay_token(
+    axum::extract::State(relay): axum::extract::State<std::sync::Arc<Relay>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use std::sync::atomic::Ordering::SeqCst;
+    let is_refresh =
+        url::form_urlencoded::parse(&body).any(|(k, v)| k == "grant_type" && v == "refresh_token");
+    if is_refresh {
+        relay.refreshes.fetch_add(1, SeqCst);
+        tokio::time::sleep(Duration::from_millis(relay.delay_ms.load(SeqCst))).await;
+    }
+    if relay.down.load(SeqCst) {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+    }
+    let mut request = reqwest::Client::new()
+        .post(&relay.target)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_vec());
+    if let Some(auth) = headers.get("authorization") {
+        request = request.header("authorization", auth.to_str().unwrap());
+    }
+    let response = request.send().await.unwrap();
+    let status = axum::http::StatusCode::from_u16(response.status().as_u16()).unwrap();
+    let mut json: Value = response.json().await.unwrap();
+    if is_refresh && relay.long_lived_refreshes.load(SeqCst) && status.is_success() {
+        json["expires_in"] = json!(3600);
+    }
+    (status, axum::Json(json)).into_response()
+}
+
+/// The proxy in front of a mock provider whose access tokens live one second (so that
+/// every refresh at the proxy refreshes upstream too), with its token endpoint behind a
+/// [`Relay`].
+async fn relayed_stack(
+    tweak: impl FnOnce(&mut mcp_oidc::proxy::ProxyConfig),
+) -> (Stack, std::sync::Arc<Relay>) {
+    let claims = json!({"email": "testuser@example.com", "name": "Test User"});
+    let idp = MockProvider::new(MockConfig {
+        users: vec![("testuser".into(), claims.as_object().unwrap().clone())],
+        token_max_age: Duration::from_secs(1),
+        ..MockConfig::default()
+    })
+    .unwrap()
+    .spawn("127.0.0.1:0")
+    .await
+    .unwrap();
+    let meta: Value = reqwest::get(format!("{}/.well-known/openid-configuration", idp.issuer()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let relay = std::sync::Arc::new(Relay {
+        target: meta["token_endpoint"].as_str().unwrap().to_owned(),
+        ..Relay::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let app = axum::Router::new()
+        .route("/token", axum::routing::post(relay_token))
+        .with_state(relay.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut settings = proxy_settings(&idp.issuer(), free_port(), None);
+    let endpoint = |name: &str| Some(meta[name].as_str().unwrap().to_owned());
+    settings.upstream_authorization_endpoint = endpoint("authorization_endpoint");
+    settings.upstream_token_endpoint = Some(format!("{relay_url}/token"));
+    settings.upstream_userinfo_endpoint = endpoint("userinfo_endpoint");
+    let (base, server) = serve_tweaked(settings, tweak).await;
+    let s = Stack {
+        idp_issuer: idp.issuer(),
+        _idp: Some(idp),
+        mcp: format!("{base}/mcp"),
+        base,
+        server: Some(server),
+    };
+    (s, relay)
+}
+
+#[tokio::test]
+async fn a_refresh_that_fails_on_a_transient_fault_can_be_retried_after_the_grace_window() {
+    let grace = Duration::from_millis(200);
+    let (s, relay) = relayed_stack(|c| c.refresh_grace = grace).await;
+    let (client_id, code, p) = code_for(&s).await;
+    let (status, tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    let rt = tokens["refresh_token"].as_str().unwrap();
+
+    // The upstream token has lapsed and the provider is down: nothing can be issued.
+    relay.set_down(true);
+    let (status, body) = refresh(&s, &client_id, rt).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{body}"
+    );
+    // The client retries later, well after the window that tolerates duplicates.
+    tokio::time::sleep(grace * 3).await;
+    relay.set_down(false);
+    let (status, fresh) = refresh(&s, &client_id, rt).await;
+    assert_eq!(status, 200, "the same refresh token still works: {fresh}");
+    assert_eq!(mcp_status(&s.mcp, access).await, 200, "nothing was revoked");
+    assert_eq!(
+        mcp_status(&s.mcp, fresh["access_token"].as_str().unwrap()).await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_resource_or_scope_is_refused_without_spending_the_code_or_refresh_token() {
+    let grace = Duration::from_millis(200);
+    let s = stack_tweaked(|c| c.refresh_grace = grace).await;
+    let (client_id, code, p) = code_for(&s).await;
+    let (status, body) = token_request(
+        &s.base,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", &client_id),
+            ("code_verifier", &p.verifier),
+            ("resource", "https://elsewhere.example/mcp"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_target")),
+        "{body}"
+    );
+    let (status, tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "the code was not spent: {tokens}");
+    let rt = tokens["refresh_token"].as_str().unwrap();
+
+    for (name, value, error) in [
+        (
+            "resource",
+            "https://elsewhere.example/mcp",
+            "invalid_target",
+        ),
+        ("scope", "openid admin", "invalid_scope"),
+    ] {
+        let (status, body) = token_request(
+            &s.base,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt),
+                ("client_id", &client_id),
+                (name, value),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some(error)),
+            "{body}"
+        );
+    }
+    tokio::time::sleep(grace * 3).await;
+    let (status, fresh) = refresh(&s, &client_id, rt).await;
+    assert_eq!(status, 200, "the refresh token was not spent: {fresh}");
+    assert_eq!(
+        mcp_status(&s.mcp, tokens["access_token"].as_str().unwrap()).await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_revocation_during_an_upstream_refresh_is_not_undone_by_it() {
+    let (s, relay) = relayed_stack(|_| {}).await;
+    let (client_id, code, p) = code_for(&s).await;
+    let (status, tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let rt = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // The refresh waits on the provider while the user signs the client out.
+    relay.delay_refreshes(Duration::from_millis(1500));
+    let base = s.base.clone();
+    let id = client_id.clone();
+    let refreshing = tokio::spawn(async move {
+        token_request(
+            &base,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &rt),
+                ("client_id", &id),
+            ],
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(relay.refreshes(), 1, "the upstream refresh is under way");
+    let r = reqwest::Client::new()
+        .post(format!("{}/revoke", s.base))
+        .form(&[("token", access.as_str()), ("client_id", &client_id)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let (status, body) = refreshing.await.unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert_eq!(mcp_status(&s.mcp, &access).await, 401, "still revoked");
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_of_one_sign_in_refresh_upstream_once() {
+    let (s, relay) = relayed_stack(|_| {}).await;
+    let (client_id, code, p) = code_for(&s).await;
+    let (status, tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "{tokens}");
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    // The first refresh brings an upstream token that lasts: the second has no need of one.
+    relay
+        .long_lived_refreshes
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    relay.delay_refreshes(Duration::from_millis(500));
+    let (a, b) = tokio::join!(refresh(&s, &client_id, rt), refresh(&s, &client_id, rt));
+    assert_eq!((a.0, b.0), (200, 200), "{} {}", a.1, b.1);
+    assert_eq!(
+        relay.refreshes(),
+        1,
+        "one upstream refresh token is sent once"
+    );
+}
+
+#[tokio::test]
+async fn a_sign_in_in_use_outlives_the_refresh_token_lifetime() {
+    let ttl = Duration::from_secs(3);
+    let s = stack_tweaked(|c| c.refresh_token_ttl = ttl).await;
+    let (client_id, code, p) = code_for(&s).await;
+    let (status, mut tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "{tokens}");
+    // Refreshed every third of the lifetime, for twice the lifetime.
+    for i in 0..6 {
+        tokio::time::sleep(ttl / 3).await;
+        let (status, fresh) =
+            refresh(&s, &client_id, tokens["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(status, 200, "refresh {i}: {fresh}");
+        tokens = fresh;
+    }
+    // Unused for longer than the lifetime, it ends.
+    tokio::time::sleep(ttl + Duration::from_millis(500)).await;
+    let (status, _) = refresh(&s, &client_id, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 400);
+}
+
+/// A memory store that fails the next writes to one namespace.
+#[derive(Default)]
+struct FailingWrites {
+    inner: mcp_oidc::store::MemoryStore,
+    namespace: std::sync::Mutex<Option<mcp_oidc::store::Namespace>>,
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+impl FailingWrites {
+    fn fail_next_write(&self, ns: mcp_oidc::store::Namespace) {
+        *self.namespace.lock().unwrap() = Some(ns);
+        self.failures.store(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl mcp_oidc::store::Store for FailingWrites {
+    fn put<'a>(
+        &'a self,
+        ns: mcp_oidc::store::Namespace,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> mcp_oidc::store::StoreFuture<'a, ()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let fail = *self.namespace.lock().unwrap() == Some(ns)
+            && self
+                .failures
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if fail {
+            return Box::pin(async {
+                Err(mcp_oidc::store::StoreError {
+                    operation: "put",
+                    message: "disk I/O error".into(),
+                })
+            });
+        }
+        self.inner.put(ns, key, value, ttl)
+    }
+    fn put_if_absent<'a>(
+        &'a self,
+        ns: mcp_oidc::store::Namespace,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> mcp_oidc::store::StoreFuture<'a, bool> {
+        self.inner.put_if_absent(ns, key, value, ttl)
+    }
+    fn get<'a>(
+        &'a self,
+        ns: mcp_oidc::store::Namespace,
+        key: &'a str,
+    ) -> mcp_oidc::store::StoreFuture<'a, Option<Vec<u8>>> {
+        self.inner.get(ns, key)
+    }
+    fn take<'a>(
+        &'a self,
+        ns: mcp_oidc::store::Namespace,
+        key: &'a str,
+    ) -> mcp_oidc::store::StoreFuture<'a, Option<Vec<u8>>> {
+        self.inner.take(ns, key)
+    }
+    fn delete<'a>(
+        &'a self,
+        ns: mcp_oidc::store::Namespace,
+        key: &'a str,
+    ) -> mcp_oidc::store::StoreFuture<'a, ()> {
+        self.inner.delete(ns, key)
+    }
+    fn purge_expired(&self) -> mcp_oidc::store::StoreFuture<'_, u64> {
+        self.inner.purge_expired()
+    }
+}
+
+#[tokio::test]
+async fn a_store_failure_while_issuing_leaves_the_code_and_the_refresh_token_usable() {
+    use mcp_oidc::store::Namespace;
+    let grace = Duration::from_millis(200);
+    let idp = start_idp().await;
+    let port = free_port();
+    let mut config = proxy_settings(&idp.issuer(), port, None)
+        .resolve()
+        .unwrap()
+        .proxy
+        .unwrap()
+        .config;
+    config.refresh_grace = grace;
+    let store = std::sync::Arc::new(FailingWrites::default());
+    let proxy = mcp_oidc::proxy::OAuthProxy::new(config, store.clone())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let server = tokio::spawn(mcp_oidc::serve(
+        listener,
+        proxy.router(),
+        std::future::pending(),
+    ));
+    let base = format!("http://localhost:{port}");
+    let s = Stack {
+        idp_issuer: idp.issuer(),
+        _idp: Some(idp),
+        mcp: format!("{base}/mcp"),
+        base,
+        server: Some(server),
+    };
+    let (client_id, code, p) = code_for(&s).await;
+
+    // The new refresh token cannot be stored: nothing is issued, and the code is not spent.
+    store.fail_next_write(Namespace::RefreshTokens);
+    let (status, body) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{body}"
+    );
+    let (status, tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "the retry is not a replay: {tokens}");
+
+    // Likewise for a refresh, retried after the grace window.
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    store.fail_next_write(Namespace::RefreshTokens);
+    let (status, body) = refresh(&s, &client_id, rt).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{body}"
+    );
+    tokio::time::sleep(grace * 3).await;
+    let (status, fresh) = refresh(&s, &client_id, rt).await;
+    assert_eq!(status, 200, "the retry is not a reuse: {fresh}");
 }

@@ -4,7 +4,7 @@
 //! could otherwise fill the store, brute-force codes or exhaust the upstream provider.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -18,7 +18,8 @@ use http::{HeaderValue, Request, StatusCode};
 use tower::{Layer, Service};
 
 /// How many requests one client address may make: a bucket of `burst` requests, refilled
-/// at `per_minute` a minute. A `per_minute` of 0 turns the limit off.
+/// at `per_minute` a minute. A `per_minute` of 0 turns the limit off. IPv6 addresses are
+/// counted by their /64 network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
     /// Sustained requests per minute.
@@ -80,7 +81,7 @@ impl RateLimitLayer {
         }
         let rate = f64::from(self.limit.per_minute.max(1)) / 60.0;
         let burst = f64::from(self.limit.burst.max(1));
-        let bucket = self.buckets.get_with(ip, || {
+        let bucket = self.buckets.get_with(bucket_of(ip), || {
             Arc::new(Mutex::new(Bucket {
                 tokens: burst,
                 updated: Instant::now(),
@@ -96,6 +97,19 @@ impl RateLimitLayer {
         } else {
             Some(Duration::from_secs_f64((1.0 - b.tokens) / rate))
         }
+    }
+}
+
+/// The key of an address's bucket. One IPv6 host is usually given a whole /64 and can
+/// send from any address in it, so IPv6 addresses share the bucket of their /64; an
+/// IPv4-mapped IPv6 address is its IPv4 address.
+fn bucket_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
     }
 }
 
@@ -179,6 +193,34 @@ mod tests {
         assert!(
             layer.check(other).is_none(),
             "addresses are limited separately"
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_share_the_bucket_of_their_64() {
+        let layer = RateLimitLayer::new(RateLimit {
+            per_minute: 60,
+            burst: 2,
+        });
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:fffe".parse().unwrap();
+        assert!(layer.check(a).is_none());
+        assert!(layer.check(b).is_none());
+        assert!(
+            layer.check(a).is_some(),
+            "a second address in the /64 spent the same bucket"
+        );
+        let next: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(layer.check(next).is_none(), "the next /64 has its own");
+        // An IPv4 client seen through a dual-stack socket is still its IPv4 address.
+        let v4: IpAddr = [192, 0, 2, 7].into();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert!(layer.check(v4).is_none());
+        assert!(layer.check(mapped).is_none());
+        assert!(layer.check(v4).is_some());
+        assert!(
+            layer.check([192, 0, 2, 8].into()).is_none(),
+            "IPv4 addresses are not grouped"
         );
     }
 }

@@ -111,8 +111,25 @@ pub struct ClientMetadataDocument {
 
 /// Why a document was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("client metadata document refused: {0}")]
-pub struct CimdError(pub String);
+#[error("client metadata document refused: {message}")]
+pub struct CimdError {
+    message: String,
+    transient: bool,
+}
+
+impl CimdError {
+    /// Why, in words that describe the client's side of the problem.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether the document could not be fetched at all (the host did not answer, timed
+    /// out, or answered with a server error), so that a later attempt may succeed; `false`
+    /// when the document itself, or the client id, is unacceptable.
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+}
 
 /// The precise reasons, worded once. Messages describe the client's side of the problem and
 /// never include addresses we resolved or errors of our own HTTP stack.
@@ -176,9 +193,25 @@ enum Refusal {
     ResponseTypes,
 }
 
+impl Refusal {
+    /// Failures of the network or of the document's host rather than of the document.
+    fn is_transient(&self) -> bool {
+        match self {
+            Refusal::Unresolvable | Refusal::Connect | Refusal::Timeout(_) | Refusal::Transport => {
+                true
+            }
+            Refusal::Status(status) => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
 impl From<Refusal> for CimdError {
     fn from(value: Refusal) -> Self {
-        Self(value.to_string())
+        Self {
+            transient: value.is_transient(),
+            message: value.to_string(),
+        }
     }
 }
 

@@ -78,7 +78,7 @@ pub struct ProxyConfig {
     pub consent_ttl: Duration,
     /// Lifetime of our access tokens.
     pub access_token_ttl: Duration,
-    /// Lifetime of a refresh-token family without use.
+    /// Lifetime of a refresh-token family without use: each refresh starts it anew.
     pub refresh_token_ttl: Duration,
     /// A refresh token presented twice within this window (two concurrent refreshes of one
     /// client) gets a fresh pair instead of revoking the family.
@@ -144,6 +144,17 @@ pub enum ProxyError {
     Store(#[from] StoreError),
 }
 
+/// How often expired records are deleted from the store.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+async fn purge_expired(inner: &Inner) {
+    match inner.store.purge_expired().await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(records = n, "expired records deleted"),
+        Err(e) => tracing::warn!(error = %e, "cannot delete expired records; retrying later"),
+    }
+}
+
 pub(crate) struct Inner {
     pub config: ProxyConfig,
     pub store: Arc<dyn Store>,
@@ -155,6 +166,39 @@ pub(crate) struct Inner {
     /// endpoints are served.
     pub prefix: String,
     pub verifier: JwtVerifier,
+    pub grant_locks: GrantLocks,
+}
+
+/// Locks per grant, within this process. Bounded: a grant unused for ten minutes, or one
+/// beyond the capacity, loses its entry; should that happen while the lock is held, a
+/// later caller merely does not wait for the earlier one.
+pub(crate) struct GrantLocks {
+    locks: moka::sync::Cache<String, Arc<GrantLock>>,
+}
+
+/// The locks of one grant.
+#[derive(Default)]
+pub(crate) struct GrantLock {
+    /// Held across a refresh at the upstream provider: one at a time.
+    pub upstream: tokio::sync::Mutex<()>,
+    /// Held while the grant record is read, changed and written back.
+    pub record: tokio::sync::Mutex<()>,
+}
+
+impl GrantLocks {
+    fn new() -> Self {
+        Self {
+            locks: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
+        }
+    }
+
+    /// The locks of `grant_id`.
+    pub(crate) fn of(&self, grant_id: &str) -> Arc<GrantLock> {
+        self.locks.get_with_by_ref(grant_id, Arc::default)
+    }
 }
 
 /// The OAuth proxy. Cheap to clone.
@@ -172,8 +216,18 @@ impl std::fmt::Debug for OAuthProxy {
 }
 
 impl OAuthProxy {
-    /// Builds the proxy, loading (or creating) its signing key from `store`.
+    /// Builds the proxy, loading (or creating) its signing key from `store`. Expired
+    /// records are deleted from `store` now and every [`PURGE_INTERVAL`] while the proxy
+    /// lives.
     pub async fn new(config: ProxyConfig, store: Arc<dyn Store>) -> Result<Self, ProxyError> {
+        Self::with_purge_interval(config, store, PURGE_INTERVAL).await
+    }
+
+    async fn with_purge_interval(
+        config: ProxyConfig,
+        store: Arc<dyn Store>,
+        purge_every: Duration,
+    ) -> Result<Self, ProxyError> {
         let issuer_url = url::Url::parse(&config.issuer).map_err(|e| {
             ConfigError::new(
                 "base_url",
@@ -215,7 +269,7 @@ impl OAuthProxy {
         jwt.accepted_types = vec!["at+jwt".into(), "application/at+jwt".into()];
         let verifier = JwtVerifier::new(jwt)?;
         let prefix = issuer_url.path().trim_end_matches('/').to_owned();
-        Ok(Self {
+        let proxy = Self {
             inner: Arc::new(Inner {
                 upstream: Upstream::new(config.upstream.clone()),
                 cimd: config.cimd.clone().map(CimdFetcher::new),
@@ -224,9 +278,32 @@ impl OAuthProxy {
                 signing,
                 prefix,
                 verifier,
+                grant_locks: GrantLocks::new(),
                 config,
             }),
-        })
+        };
+        proxy.spawn_purger(purge_every);
+        Ok(proxy)
+    }
+
+    /// Starts deleting expired records now and then `every` so often: expired codes,
+    /// transactions and refresh tokens are never read again, but without this they would
+    /// stay in the store for ever, and unauthenticated requests create them. The task holds
+    /// the proxy only weakly, so it ends once the proxy and its routes are dropped.
+    fn spawn_purger(&self, every: Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                purge_expired(&inner).await;
+            }
+        });
     }
 
     /// The issuer identifier (our base URL).
@@ -371,4 +448,129 @@ pub(crate) fn seal_upstream(
 ) -> Option<String> {
     let json = serde_json::to_vec(tokens).ok()?;
     Some(secrets.seal(grant_id, &json))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::store::{MemoryStore, StoreFuture};
+
+    /// A memory store that counts its purges and what they deleted.
+    #[derive(Default)]
+    struct Counting {
+        inner: MemoryStore,
+        purges: AtomicUsize,
+        purged: AtomicU64,
+    }
+
+    impl Store for Counting {
+        fn put<'a>(
+            &'a self,
+            ns: Namespace,
+            key: &'a str,
+            value: &'a [u8],
+            ttl: Option<Duration>,
+        ) -> StoreFuture<'a, ()> {
+            self.inner.put(ns, key, value, ttl)
+        }
+        fn put_if_absent<'a>(
+            &'a self,
+            ns: Namespace,
+            key: &'a str,
+            value: &'a [u8],
+            ttl: Option<Duration>,
+        ) -> StoreFuture<'a, bool> {
+            self.inner.put_if_absent(ns, key, value, ttl)
+        }
+        fn get<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+            self.inner.get(ns, key)
+        }
+        fn take<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+            self.inner.take(ns, key)
+        }
+        fn delete<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, ()> {
+            self.inner.delete(ns, key)
+        }
+        fn purge_expired(&self) -> StoreFuture<'_, u64> {
+            Box::pin(async move {
+                let n = self.inner.purge_expired().await?;
+                self.purges.fetch_add(1, Ordering::SeqCst);
+                self.purged.fetch_add(n, Ordering::SeqCst);
+                Ok(n)
+            })
+        }
+    }
+
+    impl Counting {
+        /// Inserts `n` records in `ns` that are expired by the time this returns.
+        async fn expired(&self, ns: Namespace, n: usize) {
+            for i in 0..n {
+                let key = format!("expired-{i}");
+                self.put(ns, &key, b"{}", Some(Duration::from_millis(1)))
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        fn counts(&self) -> (usize, u64) {
+            (
+                self.purges.load(Ordering::SeqCst),
+                self.purged.load(Ordering::SeqCst),
+            )
+        }
+    }
+
+    fn config() -> ProxyConfig {
+        let upstream = UpstreamConfig {
+            discovery_url: "http://127.0.0.1:9".into(),
+            client_id: "proxy-client".into(),
+            client_secret: ClientSecret::new("proxy-client-secret"),
+            scopes: vec!["openid".into()],
+            extra_authorize_params: Vec::new(),
+            auth_method: UpstreamAuthMethod::default(),
+            use_userinfo: false,
+            timeout: Duration::from_secs(1),
+            endpoints: None,
+            subject_claim: None,
+        };
+        ProxyConfig::new(
+            "http://127.0.0.1:9",
+            "http://127.0.0.1:9/mcp",
+            upstream,
+            ClientSecret::new("a-test-proxy-secret-that-is-long-enough-0123456789"),
+        )
+    }
+
+    #[tokio::test]
+    async fn expired_records_are_purged_at_start_then_periodically_until_the_proxy_is_dropped() {
+        let every = Duration::from_millis(600);
+        let store = Arc::new(Counting::default());
+        store.expired(Namespace::Transactions, 3).await;
+        store
+            .put(Namespace::Clients, "kept", b"{}", None)
+            .await
+            .unwrap();
+        let proxy = OAuthProxy::with_purge_interval(config(), store.clone(), every)
+            .await
+            .unwrap();
+        tokio::time::sleep(every / 3).await;
+        assert_eq!(store.counts(), (1, 3), "purged once at start");
+
+        store.expired(Namespace::Codes, 2).await;
+        tokio::time::sleep(every).await;
+        assert_eq!(store.counts(), (2, 5), "and again an interval later");
+        assert!(
+            store
+                .get(Namespace::Clients, "kept")
+                .await
+                .unwrap()
+                .is_some()
+        );
+
+        drop(proxy);
+        tokio::time::sleep(every * 2).await;
+        assert_eq!(store.counts(), (2, 5), "the task ended with the proxy");
+    }
 }

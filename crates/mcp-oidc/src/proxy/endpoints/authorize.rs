@@ -20,7 +20,7 @@ use crate::types::PkceCodeVerifier;
 
 use super::clients::find_client;
 use super::errors::{parse_form, redirect, redirect_error, redirect_with, storage_page};
-use super::{CODE_TTL, CONSENT_COOKIE, REMEMBER_COOKIE, Shared, TRANSACTION_TTL};
+use super::{CODE_TTL, CONSENT_COOKIE, MAX_STATE_BYTES, REMEMBER_COOKIE, Shared, TRANSACTION_TTL};
 
 pub(super) fn normalise_resource(r: &str) -> Option<String> {
     let url = url::Url::parse(r).ok()?;
@@ -103,7 +103,7 @@ pub(super) async fn authorize(
                 "This client is not registered with this server.",
             );
         }
-        Err(page) => return page,
+        Err(e) => return e.page(),
     };
     let (redirect_uri, given) = match get("redirect_uri") {
         Some(r) if crate::proxy::RedirectPolicy::matches(&client.redirect_uris, r) => {
@@ -127,6 +127,14 @@ pub(super) async fn authorize(
     };
     let state = get("state");
     let fail = |code: &str, d: &str| redirect_error(&inner, &redirect_uri, state, code, d);
+    // The state is kept with the pending authorization, before anyone signed in: unbounded,
+    // it would let anonymous requests fill the store.
+    if state.is_some_and(|s| s.len() > MAX_STATE_BYTES) {
+        return fail(
+            "invalid_request",
+            &format!("state is longer than {MAX_STATE_BYTES} bytes"),
+        );
+    }
     if get("response_type") != Some("code") {
         return fail(
             "unsupported_response_type",

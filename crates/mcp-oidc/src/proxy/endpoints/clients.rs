@@ -15,16 +15,47 @@ use crate::proxy::Inner;
 use crate::proxy::crypto::{hash, random_token, same};
 use crate::proxy::pages::error_page;
 use crate::proxy::records::{self, ClientRecord};
-use crate::store::Namespace;
+use crate::store::{Namespace, StoreError};
 use crate::token::unix_now;
 
 use super::errors::{OAuthError, no_store_json, storage_page};
 use super::{MAX_FORM_BYTES, Shared};
 
+/// Why a client could not be looked up.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum LookupError {
+    /// The client is known by a document that is unacceptable: the client's fault.
+    #[error("{0}")]
+    Refused(String),
+    /// The client's document could not be fetched now; a later attempt may succeed.
+    #[error("the client metadata document cannot be fetched now: {0}")]
+    DocumentUnavailable(String),
+    /// The store failed; a later attempt may succeed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl LookupError {
+    /// The page a person sees at `/authorize`.
+    pub(super) fn page(&self) -> Response {
+        match self {
+            LookupError::Refused(why) => error_page(StatusCode::BAD_REQUEST, "Client refused", why),
+            LookupError::DocumentUnavailable(why) => error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                &format!(
+                    "The client's metadata document cannot be fetched now ({why}); try again."
+                ),
+            ),
+            LookupError::Store(e) => storage_page(e),
+        }
+    }
+}
+
 pub(super) async fn find_client(
     inner: &Inner,
     client_id: &str,
-) -> Result<Option<ClientRecord>, Response> {
+) -> Result<Option<ClientRecord>, LookupError> {
     if let Some(c) = inner
         .config
         .clients
@@ -62,19 +93,13 @@ pub(super) async fn find_client(
                 {
                     // Clients identified by a document must be public here: this server
                     // implements no private_key_jwt client authentication yet.
-                    return Err(error_page(
-                        StatusCode::BAD_REQUEST,
-                        "Client refused",
-                        "this server accepts metadata-document clients only with token_endpoint_auth_method \"none\"",
+                    return Err(LookupError::Refused(
+                        "this server accepts metadata-document clients only with token_endpoint_auth_method \"none\"".into(),
                     ));
                 }
                 for uri in &doc.redirect_uris {
                     if let Err(e) = inner.config.redirect_policy.check_registration(uri) {
-                        return Err(error_page(
-                            StatusCode::BAD_REQUEST,
-                            "Client refused",
-                            &e.to_string(),
-                        ));
+                        return Err(LookupError::Refused(e.to_string()));
                     }
                 }
                 Ok(Some(ClientRecord {
@@ -90,19 +115,17 @@ pub(super) async fn find_client(
                     kind: "metadata-document".into(),
                 }))
             }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "client metadata document cannot be fetched");
+                Err(LookupError::DocumentUnavailable(e.message().to_owned()))
+            }
             Err(e) => {
                 tracing::info!(error = %e, "client metadata document refused");
-                Err(error_page(
-                    StatusCode::BAD_REQUEST,
-                    "Client refused",
-                    &e.to_string(),
-                ))
+                Err(LookupError::Refused(e.to_string()))
             }
         };
     }
-    records::load(inner.store.as_ref(), Namespace::Clients, client_id)
-        .await
-        .map_err(|e| storage_page(&e))
+    Ok(records::load(inner.store.as_ref(), Namespace::Clients, client_id).await?)
 }
 
 pub(super) async fn register(State(inner): State<Shared>, body: axum::body::Bytes) -> Response {
@@ -349,10 +372,18 @@ pub(super) async fn authenticate_client(
             (id, form.get("client_secret").cloned(), false)
         }
     };
+    // RFC 6749 §5.2 keeps invalid_client for failed authentication; clients drop their
+    // registration on it, so a fault on our side must not answer with it.
     let client = match find_client(inner, &client_id).await {
         Ok(Some(c)) => c,
-        Ok(None) => return Err(invalid(used_basic)),
-        Err(_) => return Err(invalid(used_basic)),
+        Ok(None) | Err(LookupError::Refused(_)) => return Err(invalid(used_basic)),
+        Err(LookupError::Store(e)) => return Err(OAuthError::store(e)),
+        Err(e @ LookupError::DocumentUnavailable(_)) => {
+            tracing::warn!(error = %e, "client cannot be authenticated now");
+            return Err(OAuthError::unavailable(
+                "the client's metadata document cannot be fetched now; try again",
+            ));
+        }
     };
     match (&client.secret_hash, secret) {
         (Some(expected), Some(given)) if same(expected, &hash(&given)) => Ok(client),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use http::header::{CACHE_CONTROL, LOCATION, PRAGMA, WWW_AUTHENTICATE};
+use http::header::{CACHE_CONTROL, LOCATION, PRAGMA, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 use serde_json::json;
@@ -17,6 +17,9 @@ use crate::store::StoreError;
 
 use super::MAX_FORM_BYTES;
 
+/// How long a client is asked to wait after a transient failure.
+const RETRY_AFTER_SECS: u64 = 5;
+
 /// An RFC 6749 §5.2 error from the token, registration or revocation endpoint.
 pub(crate) struct OAuthError {
     pub(super) status: StatusCode,
@@ -24,6 +27,8 @@ pub(crate) struct OAuthError {
     pub(super) description: String,
     /// Answer with `WWW-Authenticate: Basic` (a failed client authentication).
     pub(super) basic_challenge: bool,
+    /// Answer with `Retry-After` (a transient failure the client should retry).
+    retry_after: Option<u64>,
 }
 
 impl OAuthError {
@@ -42,6 +47,7 @@ impl OAuthError {
             code,
             description: description.into(),
             basic_challenge: false,
+            retry_after: None,
         }
     }
     pub(super) fn bad(code: &'static str, description: impl Into<String>) -> Self {
@@ -50,23 +56,30 @@ impl OAuthError {
     pub(super) fn grant(description: impl Into<String>) -> Self {
         Self::bad("invalid_grant", description)
     }
-    pub(super) fn store(e: StoreError) -> Self {
-        tracing::error!(error = %e, "proxy storage failure");
-        Self::new(
+    /// A transient failure: 503 `temporarily_unavailable` with `Retry-After`, so that the
+    /// client retries rather than treating its credentials as bad.
+    pub(super) fn unavailable(description: impl Into<String>) -> Self {
+        let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
-            "storage is unavailable; try again",
-        )
+            description,
+        );
+        e.retry_after = Some(RETRY_AFTER_SECS);
+        e
+    }
+    pub(super) fn store(e: StoreError) -> Self {
+        tracing::error!(error = %e, "proxy storage failure");
+        Self::unavailable("storage is unavailable; try again")
+    }
+    /// Whether a retry of the same request may succeed.
+    pub(super) fn is_transient(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE
     }
     pub(super) fn upstream(e: UpstreamError) -> Self {
         match e {
             UpstreamError::Unavailable(d) => {
                 tracing::warn!(error = %d, "upstream provider unavailable");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "the identity provider is unavailable; try again",
-                )
+                Self::unavailable("the identity provider is unavailable; try again")
             }
             other => {
                 tracing::info!(error = %other, "upstream provider refused a refresh");
@@ -83,6 +96,9 @@ impl IntoResponse for OAuthError {
         let h = response.headers_mut();
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+        if let Some(secs) = self.retry_after {
+            h.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.basic_challenge {
             h.insert(
                 WWW_AUTHENTICATE,

@@ -26,6 +26,9 @@ use tokens::{revoke, token};
 const TRANSACTION_TTL: Duration = Duration::from_secs(600);
 const CODE_TTL: Duration = Duration::from_secs(300);
 const MAX_FORM_BYTES: usize = 16 * 1024;
+/// Longest `state` accepted at `/authorize`: clients send a random value of a few dozen
+/// bytes, or at most a few hundred when they encode their own data in it.
+const MAX_STATE_BYTES: usize = 2048;
 const CONSENT_COOKIE: &str = "mcp_oidc_consent";
 const REMEMBER_COOKIE: &str = "mcp_oidc_remember";
 

@@ -20,10 +20,10 @@ use crate::store::{Namespace, StoreError, now_ms};
 use crate::token::{TokenVerifier, unix_now};
 use crate::types::PkceCodeVerifier;
 
-use super::Shared;
 use super::authorize::normalise_resource;
 use super::clients::authenticate_client;
 use super::errors::{OAuthError, no_store_json, parse_form};
+use super::{CODE_TTL, Shared};
 
 #[derive(Serialize)]
 struct AccessClaims<'a> {
@@ -117,6 +117,8 @@ pub(super) async fn token(
 
 async fn revoke_grant(inner: &Inner, grant_id: &str) -> Result<(), StoreError> {
     let store = inner.store.as_ref();
+    let lock = inner.grant_locks.of(grant_id);
+    let _writing = lock.record.lock().await;
     if let Some(mut grant) = records::load::<Grant>(store, Namespace::Grants, grant_id).await? {
         grant.revoked = true;
         grant.upstream_sealed = None;
@@ -148,6 +150,20 @@ async fn code_grant(
         .ok_or_else(|| OAuthError::bad("invalid_request", "code is required"))?;
     let key = hash(code);
     let store = inner.store.as_ref();
+    // A wrong resource from the code's own client is a mistake, not an attack: it is
+    // refused before the code is spent, so that a corrected request can still use it.
+    if let Some(r) = form.get("resource")
+        && let Some(record) = records::load::<CodeRecord>(store, Namespace::Codes, &key)
+            .await
+            .map_err(OAuthError::store)?
+        && record.client_id == client.client_id
+        && normalise_resource(r).as_deref() != Some(record.resource.as_str())
+    {
+        return Err(OAuthError::bad(
+            "invalid_target",
+            "the resource does not match the authorization request",
+        ));
+    }
     let record: Option<CodeRecord> = records::take(store, Namespace::Codes, &key)
         .await
         .map_err(OAuthError::store)?;
@@ -166,7 +182,7 @@ async fn code_grant(
             "the code is invalid, expired or already used",
         ));
     };
-    records::save(
+    if let Err(e) = records::save(
         store,
         Namespace::UsedCodes,
         &key,
@@ -174,7 +190,10 @@ async fn code_grant(
         Some(Duration::from_secs(24 * 3600)),
     )
     .await
-    .map_err(OAuthError::store)?;
+    {
+        restore_code(inner, &key, &record).await;
+        return Err(OAuthError::store(e));
+    }
     if record.client_id != client.client_id {
         return refuse(
             inner,
@@ -210,22 +229,34 @@ async fn code_grant(
         )
         .await;
     }
-    if let Some(r) = form.get("resource")
-        && normalise_resource(r).as_deref() != Some(record.resource.as_str())
-    {
-        let _ = revoke_grant(inner, &record.grant_id).await;
-        return Err(OAuthError::bad(
-            "invalid_target",
-            "the resource does not match the authorization request",
-        ));
+    let issued = async {
+        let grant: Grant = records::load(store, Namespace::Grants, &record.grant_id)
+            .await
+            .map_err(OAuthError::store)?
+            .filter(|g: &Grant| !g.revoked)
+            .ok_or_else(|| OAuthError::grant("the authorization was revoked"))?;
+        let response = issue_tokens(inner, &grant, &record.scopes).await?;
+        tracing::info!(client_id = %client.client_id, subject = %grant.subject, "tokens issued");
+        Ok(response)
     }
-    let grant: Grant = records::load(store, Namespace::Grants, &record.grant_id)
-        .await
-        .map_err(OAuthError::store)?
-        .filter(|g: &Grant| !g.revoked)
-        .ok_or_else(|| OAuthError::grant("the authorization was revoked"))?;
-    tracing::info!(client_id = %client.client_id, subject = %grant.subject, "tokens issued");
-    issue_tokens(inner, &grant, &record.scopes).await
+    .await;
+    if issued.as_ref().is_err_and(OAuthError::is_transient) {
+        restore_code(inner, &key, &record).await;
+    }
+    issued
+}
+
+/// Puts back a code spent by a request that then failed on our side, so that the client's
+/// retry is not taken for a replay.
+async fn restore_code(inner: &Inner, key: &str, record: &CodeRecord) {
+    let store = inner.store.as_ref();
+    let restored = async {
+        records::save(store, Namespace::Codes, key, record, Some(CODE_TTL)).await?;
+        store.delete(Namespace::UsedCodes, key).await
+    };
+    if let Err(e) = restored.await {
+        tracing::error!(error = %e, "cannot restore an authorization code after a failure");
+    }
 }
 
 async fn refresh_grant(
@@ -238,52 +269,14 @@ async fn refresh_grant(
         .ok_or_else(|| OAuthError::bad("invalid_request", "refresh_token is required"))?;
     let key = hash(token);
     let store = inner.store.as_ref();
-    let (grant_id, record_client, scopes) = match records::take::<RefreshRecord>(
-        store,
-        Namespace::RefreshTokens,
-        &key,
-    )
-    .await
-    .map_err(OAuthError::store)?
-    {
-        Some(r) => {
-            let used = UsedRefresh {
-                grant_id: r.grant_id.clone(),
-                client_id: r.client_id.clone(),
-                scopes: r.scopes.clone(),
-                used_at_ms: now_ms(),
-            };
-            records::save(
-                store,
-                Namespace::UsedRefreshTokens,
-                &key,
-                &used,
-                Some(inner.config.refresh_token_ttl),
-            )
-            .await
-            .map_err(OAuthError::store)?;
-            (r.grant_id, r.client_id, r.scopes)
-        }
+    // Read, not taken yet: the token is spent only once nothing but a fault can fail.
+    let live = records::load::<RefreshRecord>(store, Namespace::RefreshTokens, &key)
+        .await
+        .map_err(OAuthError::store)?;
+    let (grant_id, record_client, granted) = match &live {
+        Some(r) => (r.grant_id.clone(), r.client_id.clone(), r.scopes.clone()),
         None => {
-            let Some(used) =
-                records::load::<UsedRefresh>(store, Namespace::UsedRefreshTokens, &key)
-                    .await
-                    .map_err(OAuthError::store)?
-            else {
-                return Err(OAuthError::grant("the refresh token is invalid or expired"));
-            };
-            let age = Duration::from_millis(now_ms().saturating_sub(used.used_at_ms));
-            if age > inner.config.refresh_grace || used.client_id != client.client_id {
-                tracing::warn!(client_id = %client.client_id, "refresh token reused; revoking the whole family");
-                revoke_grant(inner, &used.grant_id)
-                    .await
-                    .map_err(OAuthError::store)?;
-                return Err(OAuthError::grant(
-                    "the refresh token was already used; this sign-in is revoked",
-                ));
-            }
-            // Two concurrent refreshes by one client (two tabs, a retry): the late one
-            // gets a pair of its own rather than logging the user out.
+            let used = reused(inner, client, &key).await?;
             (used.grant_id, used.client_id, used.scopes)
         }
     };
@@ -299,7 +292,7 @@ async fn refresh_grant(
         .await
         .map_err(OAuthError::store)?
         .filter(|g: &Grant| !g.revoked)
-        .ok_or_else(|| OAuthError::grant("this sign-in was revoked"))?;
+        .ok_or_else(|| OAuthError::grant("this sign-in was revoked or has expired"))?;
     if let Some(r) = form.get("resource")
         && normalise_resource(r).as_deref() != Some(grant.resource.as_str())
     {
@@ -315,7 +308,7 @@ async fn refresh_grant(
                 .filter(|x| !x.is_empty())
                 .map(str::to_owned)
                 .collect();
-            if asked.iter().any(|a| !scopes.contains(a)) {
+            if asked.iter().any(|a| !granted.contains(a)) {
                 return Err(OAuthError::bad(
                     "invalid_scope",
                     "a refresh cannot widen the granted scopes",
@@ -323,19 +316,151 @@ async fn refresh_grant(
             }
             asked
         }
-        None => scopes,
+        None => granted,
     };
-    // Keep the upstream sign-in alive: refresh it now if it is about to lapse.
-    refresh_upstream_if_needed(inner, &grant_id).await?;
-    issue_tokens(inner, &grant, &scopes).await
+    let spent = match live {
+        Some(record) => spend_refresh(inner, &key, record).await?,
+        None => None,
+    };
+    let issued = async {
+        // Keep the upstream sign-in alive: refresh it now if it is about to lapse.
+        refresh_upstream_if_needed(inner, &grant_id).await?;
+        renew_grant(inner, &grant_id).await?;
+        issue_tokens(inner, &grant, &scopes).await
+    }
+    .await;
+    if let Some(record) = spent
+        && issued.as_ref().is_err_and(OAuthError::is_transient)
+    {
+        restore_refresh(inner, &key, &record).await;
+    }
+    issued
 }
 
+/// Restarts the grant's lifetime: `refresh_token_ttl` is how long a sign-in lasts without
+/// use, so every refresh counts from now.
+async fn renew_grant(inner: &Inner, grant_id: &str) -> Result<(), OAuthError> {
+    let store = inner.store.as_ref();
+    let lock = inner.grant_locks.of(grant_id);
+    let _writing = lock.record.lock().await;
+    let grant = records::load::<Grant>(store, Namespace::Grants, grant_id)
+        .await
+        .map_err(OAuthError::store)?
+        .filter(|g| !g.revoked)
+        .ok_or_else(|| OAuthError::grant("this sign-in was revoked or has expired"))?;
+    records::save(
+        store,
+        Namespace::Grants,
+        grant_id,
+        &grant,
+        Some(inner.config.refresh_token_ttl),
+    )
+    .await
+    .map_err(OAuthError::store)
+}
+
+/// A refresh token that is no longer live: a duplicate of a refresh that just happened
+/// (tolerated within the grace window, for the same client), or a reuse, which revokes
+/// the whole family.
+async fn reused(
+    inner: &Inner,
+    client: &ClientRecord,
+    key: &str,
+) -> Result<UsedRefresh, OAuthError> {
+    let Some(used) =
+        records::load::<UsedRefresh>(inner.store.as_ref(), Namespace::UsedRefreshTokens, key)
+            .await
+            .map_err(OAuthError::store)?
+    else {
+        return Err(OAuthError::grant("the refresh token is invalid or expired"));
+    };
+    let age = Duration::from_millis(now_ms().saturating_sub(used.used_at_ms));
+    if age > inner.config.refresh_grace || used.client_id != client.client_id {
+        tracing::warn!(client_id = %client.client_id, "refresh token reused; revoking the whole family");
+        revoke_grant(inner, &used.grant_id)
+            .await
+            .map_err(OAuthError::store)?;
+        return Err(OAuthError::grant(
+            "the refresh token was already used; this sign-in is revoked",
+        ));
+    }
+    // Two concurrent refreshes by one client (two tabs, a retry): the late one gets a
+    // pair of its own rather than logging the user out.
+    Ok(used)
+}
+
+/// Spends a live refresh token. The record of its use is written before the token is
+/// taken, so that a concurrent duplicate that finds the token gone always finds that
+/// record (and is tolerated) rather than nothing (and refused). Returns the record when
+/// this request spent it, `None` when a concurrent one did.
+async fn spend_refresh(
+    inner: &Inner,
+    key: &str,
+    record: RefreshRecord,
+) -> Result<Option<RefreshRecord>, OAuthError> {
+    let store = inner.store.as_ref();
+    let used = UsedRefresh {
+        grant_id: record.grant_id.clone(),
+        client_id: record.client_id.clone(),
+        scopes: record.scopes.clone(),
+        used_at_ms: now_ms(),
+    };
+    records::save(
+        store,
+        Namespace::UsedRefreshTokens,
+        key,
+        &used,
+        Some(inner.config.refresh_token_ttl),
+    )
+    .await
+    .map_err(OAuthError::store)?;
+    match records::take::<RefreshRecord>(store, Namespace::RefreshTokens, key).await {
+        Ok(taken) => Ok(taken),
+        Err(e) => {
+            // Whether the take happened is unknown: leave the token live rather than spent.
+            restore_refresh(inner, key, &record).await;
+            Err(OAuthError::store(e))
+        }
+    }
+}
+
+/// Puts back a refresh token spent by a request that then failed on our side (the
+/// provider or the store unavailable), so that the client's retry, even after the grace
+/// window, is not taken for a reuse that revokes the sign-in.
+async fn restore_refresh(inner: &Inner, key: &str, record: &RefreshRecord) {
+    let store = inner.store.as_ref();
+    let restored = async {
+        records::save(
+            store,
+            Namespace::RefreshTokens,
+            key,
+            record,
+            Some(inner.config.refresh_token_ttl),
+        )
+        .await?;
+        store.delete(Namespace::UsedRefreshTokens, key).await
+    };
+    if let Err(e) = restored.await {
+        tracing::error!(error = %e, "cannot restore a refresh token after a failure");
+    }
+}
+
+/// The grant's upstream tokens, refreshed first when they are about to lapse. `None` when
+/// the grant is gone or holds no upstream tokens.
+///
+/// One upstream refresh per grant runs at a time in this process: a second caller waits
+/// and finds the tokens the first one got, so one upstream refresh token is never sent
+/// twice (providers that rotate them would take that for a theft). And since the grant can
+/// be revoked while the provider answers, it is read again before the new tokens are
+/// written, and a revoked grant is left revoked.
 async fn refresh_upstream_if_needed(
     inner: &Inner,
     grant_id: &str,
 ) -> Result<Option<UpstreamTokens>, OAuthError> {
     let store = inner.store.as_ref();
-    let Some(mut grant) = records::load::<Grant>(store, Namespace::Grants, grant_id)
+    let lock = inner.grant_locks.of(grant_id);
+    let _one_refresh = lock.upstream.lock().await;
+    let Some(grant) = records::load::<Grant>(store, Namespace::Grants, grant_id)
         .await
         .map_err(OAuthError::store)?
     else {
@@ -367,12 +492,20 @@ async fn refresh_upstream_if_needed(
             id_token: fresh.id_token.or(tokens.id_token),
             expires_at: fresh.expires_in.map(|e| unix_now() + e),
         };
-        grant.upstream_sealed = seal_upstream(&inner.secrets, grant_id, &tokens);
+        let _writing = lock.record.lock().await;
+        let current = records::load::<Grant>(store, Namespace::Grants, grant_id)
+            .await
+            .map_err(OAuthError::store)?;
+        let Some(mut current) = current.filter(|g| !g.revoked) else {
+            tracing::info!(grant = %grant_id, "sign-in revoked during an upstream refresh; its new tokens are dropped");
+            return Err(OAuthError::grant("this sign-in was revoked"));
+        };
+        current.upstream_sealed = seal_upstream(&inner.secrets, grant_id, &tokens);
         records::save(
             store,
             Namespace::Grants,
             grant_id,
-            &grant,
+            &current,
             Some(inner.config.refresh_token_ttl),
         )
         .await
@@ -411,13 +544,23 @@ pub(super) async fn revoke(
             .get("token")
             .ok_or_else(|| OAuthError::bad("invalid_request", "token is required"))?;
         let store = inner.store.as_ref();
+        // RFC 7009 §2.1: a token issued to another client is not this client's to revoke.
+        let not_yours = || {
+            tracing::warn!(client_id = %client.client_id, "revocation of another client's token refused");
+            OAuthError::bad(
+                "unauthorized_client",
+                "the token was not issued to this client",
+            )
+        };
         // A refresh token revokes its whole grant; so does one of our access tokens.
         if let Some(r) =
             records::load::<RefreshRecord>(store, Namespace::RefreshTokens, &hash(token))
                 .await
                 .map_err(OAuthError::store)?
-            && r.client_id == client.client_id
         {
+            if r.client_id != client.client_id {
+                return Err(not_yours());
+            }
             store
                 .delete(Namespace::RefreshTokens, &hash(token))
                 .await
@@ -429,11 +572,14 @@ pub(super) async fn revoke(
             .verifier
             .verify(&crate::types::BearerToken::new(token.as_str()))
             .await
-            && access
-                .client_id()
-                .is_some_and(|c| c.as_str() == client.client_id)
             && let Some(sid) = access.claim_str("sid")
         {
+            if access
+                .client_id()
+                .is_none_or(|c| c.as_str() != client.client_id)
+            {
+                return Err(not_yours());
+            }
             revoke_grant(&inner, sid).await.map_err(OAuthError::store)?;
         }
         // RFC 7009 §2.2: unknown tokens get 200 too.
