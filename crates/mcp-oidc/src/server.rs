@@ -395,12 +395,13 @@ impl McpOidc {
                 max_body_bytes: self.max_body_bytes,
                 refusal_log_per_second: self.refusal_log_per_second,
             };
-            mcp.layer(BearerAuthLayer::new(
-                self.verifier,
-                self.resource.clone(),
-                settings,
-            ))
+            let bearer = BearerAuthLayer::new(self.verifier, self.resource.clone(), settings);
+            // The Host/Origin check goes first, so a foreign one is refused before a token
+            // is even read. One composed layer: the route is wrapped (its future boxed) once.
+            mcp.layer(tower::ServiceBuilder::new().layer(rebinding).layer(bearer))
         } else {
+            // Without authentication, rmcp's own Host/Origin check already comes first.
+            drop(rebinding);
             tracing::warn!("AUTHORIZATION IS OFF: every caller is served anonymously");
             // Tools that ask for the caller (`Extension<AccessToken>`, `current_token()`)
             // get an anonymous one, so the auth-off server runs the same tool code.
@@ -409,9 +410,6 @@ impl McpOidc {
                 None => mcp,
             }
         };
-        // Outermost on the MCP route: a foreign Host or Origin is refused before a token is
-        // even read.
-        let mcp = mcp.layer(rebinding);
         let mut app = mcp.merge(metadata_router(&self.resource, self.as_metadata));
         if let Some(extra) = self.extra_routes {
             app = app.merge(extra);
