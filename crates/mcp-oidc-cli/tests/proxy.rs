@@ -1627,3 +1627,127 @@ async fn a_store_failure_while_issuing_leaves_the_code_and_the_refresh_token_usa
     let (status, fresh) = refresh(&s, &client_id, rt).await;
     assert_eq!(status, 200, "the retry is not a reuse: {fresh}");
 }
+
+/// Verifies an ID token with the proxy's published keys; its header and claims.
+async fn verified_id_token(
+    base: &str,
+    token: &str,
+    client_id: &str,
+) -> (jsonwebtoken::Header, Value) {
+    let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(format!("{base}/jwks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let key = jwks.find(header.kid.as_deref().unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[client_id]);
+    validation.set_issuer(&[base]);
+    let data = jsonwebtoken::decode::<Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_jwk(key).unwrap(),
+        &validation,
+    )
+    .unwrap();
+    (header, data.claims)
+}
+
+#[tokio::test]
+async fn openid_scope_brings_an_id_token_for_the_client_with_its_nonce() {
+    let s = stack().await;
+    let meta: Value = reqwest::get(format!("{}/.well-known/openid-configuration", s.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        meta["id_token_signing_alg_values_supported"],
+        json!(["ES256"])
+    );
+
+    let client = register(&s.base, json!({})).await;
+    let client_id = client["client_id"].as_str().unwrap().to_owned();
+    let p = pkce();
+    let url = format!(
+        "{}&nonce=n-0S6_WzA2Mj",
+        authorize_url(&s.base, &client_id, &p.challenge)
+    );
+    let back = Browser::new()
+        .sign_in(&url, REDIRECT, &person())
+        .await
+        .unwrap();
+    let (status, body) = exchange(&s, &client_id, &back.params["code"], &p).await;
+    assert_eq!(status, 200, "{body}");
+    let id_token = body["id_token"].as_str().expect("an ID token for openid");
+    let (header, claims) = verified_id_token(&s.base, id_token, &client_id).await;
+    assert_eq!(header.typ.as_deref(), Some("JWT"));
+    assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
+    assert_eq!(claims["azp"], client_id.as_str());
+    assert_eq!(claims["sub"], "testuser");
+    assert!(claims["auth_time"].as_u64().unwrap() <= claims["iat"].as_u64().unwrap());
+    assert!(
+        claims["email"].is_string(),
+        "email released by the email scope: {claims}"
+    );
+    // An ID token is for the client, never a key to the MCP endpoint.
+    assert!(whoami(&s.mcp, id_token).await.is_err());
+    assert!(
+        whoami(&s.mcp, body["access_token"].as_str().unwrap())
+            .await
+            .is_ok()
+    );
+
+    // A refresh brings a fresh ID token for the same sign-in, without the nonce.
+    let (status, refreshed) =
+        refresh(&s, &client_id, body["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{refreshed}");
+    let (_, again) =
+        verified_id_token(&s.base, refreshed["id_token"].as_str().unwrap(), &client_id).await;
+    assert_eq!(again["sub"], claims["sub"]);
+    assert_eq!(again["auth_time"], claims["auth_time"]);
+    assert!(again.get("nonce").is_none());
+
+    // Without `openid`, no ID token.
+    let p = pkce();
+    let url = authorize_url(&s.base, &client_id, &p.challenge)
+        .replace("scope=openid+profile+email", "scope=profile");
+    let back = Browser::new()
+        .sign_in(&url, REDIRECT, &person())
+        .await
+        .unwrap();
+    let (status, body) = exchange(&s, &client_id, &back.params["code"], &p).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("id_token").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn an_authorization_request_repeating_a_parameter_gets_an_error_page_and_no_redirect() {
+    let s = stack().await;
+    let client = register(&s.base, json!({})).await;
+    let id = client["client_id"].as_str().unwrap();
+    let p = pkce();
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = authorize_url(&s.base, id, &p.challenge);
+    for extra in [
+        "&redirect_uri=https%3A%2F%2Fevil.example%2Fcb",
+        "&client_id=someone-else",
+        "&scope=openid",
+    ] {
+        let r = no_redirects
+            .get(format!("{url}{extra}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{extra}");
+        assert!(r.headers().get("location").is_none(), "{extra}");
+        assert!(r.text().await.unwrap().contains("repeated"), "{extra}");
+    }
+    let r = no_redirects.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the same request without the repetition");
+}

@@ -37,6 +37,9 @@ pub(crate) struct Transaction {
     /// Whether the client sent `redirect_uri` (then the token request must repeat it).
     pub redirect_uri_given: bool,
     pub state: Option<String>,
+    /// The client's OpenID Connect `nonce`, returned in the ID token.
+    #[serde(default)]
+    pub nonce: Option<String>,
     pub code_challenge: String,
     pub scopes: Vec<String>,
     pub resource: String,
@@ -63,6 +66,9 @@ pub(crate) struct CodeRecord {
     pub code_challenge: String,
     pub resource: String,
     pub scopes: Vec<String>,
+    /// The client's OpenID Connect `nonce`, for the ID token of this code's exchange.
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 /// A grant: one user's authorization of one client, the family of its refresh tokens, and

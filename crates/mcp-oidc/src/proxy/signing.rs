@@ -98,8 +98,18 @@ impl SigningKey {
 
     /// Signs an RFC 9068 access token.
     pub(crate) fn sign<T: Serialize>(&self, claims: &T) -> Option<String> {
+        self.sign_typed("at+jwt", claims)
+    }
+
+    /// Signs an OpenID Connect ID token: `typ` `JWT`, so that it can never pass for an
+    /// access token where `at+jwt` is required.
+    pub(crate) fn sign_id_token<T: Serialize>(&self, claims: &T) -> Option<String> {
+        self.sign_typed("JWT", claims)
+    }
+
+    fn sign_typed<T: Serialize>(&self, typ: &str, claims: &T) -> Option<String> {
         let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some("at+jwt".to_owned());
+        header.typ = Some(typ.to_owned());
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding).ok()
     }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::{Query, RawForm, State};
+use axum::extract::{Query, RawForm, RawQuery, State};
 use axum::response::Response;
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -84,8 +84,18 @@ async fn take_transaction(inner: &Inner, id: &str) -> Result<Option<Transaction>
 pub(super) async fn authorize(
     State(inner): State<Shared>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
 ) -> Response {
+    // RFC 6749 §3.1: no parameter twice. Taking either copy would let a second
+    // `redirect_uri` or `client_id` slip past what the first was checked as; no
+    // redirect can be trusted yet, so the answer is a page.
+    let Ok(q) = parse_form(query.as_deref().unwrap_or("").as_bytes()) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "A parameter of the authorization request is repeated (or the request is too large).",
+        );
+    };
     let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let Some(client_id) = get("client_id") else {
         return error_page(
@@ -133,6 +143,13 @@ pub(super) async fn authorize(
         return fail(
             "invalid_request",
             &format!("state is longer than {MAX_STATE_BYTES} bytes"),
+        );
+    }
+    let nonce = get("nonce");
+    if nonce.is_some_and(|n| n.len() > MAX_STATE_BYTES) {
+        return fail(
+            "invalid_request",
+            &format!("nonce is longer than {MAX_STATE_BYTES} bytes"),
         );
     }
     if get("response_type") != Some("code") {
@@ -195,6 +212,7 @@ pub(super) async fn authorize(
         redirect_uri: redirect_uri.clone(),
         redirect_uri_given: given,
         state: state.map(str::to_owned),
+        nonce: nonce.map(str::to_owned),
         code_challenge: challenge.to_owned(),
         scopes: scopes.clone(),
         resource: resource.clone(),
@@ -565,6 +583,7 @@ pub(super) async fn callback(
         code_challenge: tx.code_challenge.clone(),
         resource: tx.resource.clone(),
         scopes: tx.scopes.clone(),
+        nonce: tx.nonce.clone(),
     };
     let store = inner.store.as_ref();
     let saved = async {

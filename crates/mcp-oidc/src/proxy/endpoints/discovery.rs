@@ -28,6 +28,11 @@ pub(super) async fn metadata(State(inner): State<Shared>) -> Response {
         "authorization_response_iss_parameter_supported": true,
         "client_id_metadata_document_supported": inner.cimd.is_some(),
         "subject_types_supported": ["public"],
+        // `openid` granted brings an ID token (OpenID Connect Discovery §3 requires this).
+        "id_token_signing_alg_values_supported": ["ES256"],
+        "claims_supported": ["iss", "sub", "aud", "azp", "iat", "exp", "auth_time", "nonce",
+            "email", "email_verified", "name", "given_name", "family_name", "preferred_username",
+            "nickname", "picture"],
     });
     if let Some(obj) = doc.as_object_mut() {
         obj.insert("protected_resources".into(), json!([inner.config.resource]));

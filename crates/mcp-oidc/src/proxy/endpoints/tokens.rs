@@ -40,10 +40,44 @@ struct AccessClaims<'a> {
     upstream: &'a Map<String, Value>,
 }
 
+/// The claims of an OpenID Connect ID token (Core §2): who signed in, for which client.
+#[derive(Serialize)]
+struct IdClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    azp: &'a str,
+    iat: u64,
+    exp: u64,
+    auth_time: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+    #[serde(flatten)]
+    profile: Map<String, Value>,
+}
+
+/// The identity claims the granted scopes release (OIDC Core §5.4): `email` the address,
+/// `profile` the name and picture.
+fn released_claims(claims: &Map<String, Value>, scopes: &[String]) -> Map<String, Value> {
+    let has = |s: &str| scopes.iter().any(|g| g == s);
+    claims
+        .iter()
+        .filter(|(k, _)| match k.as_str() {
+            "email" | "email_verified" => has("email"),
+            _ => has("profile"),
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Answers a token request: an access token for the resource, a new refresh token, and,
+/// when `openid` was granted, an ID token for the client (with the authorization request's
+/// `nonce`, which only a code exchange carries).
 async fn issue_tokens(
     inner: &Inner,
     grant: &Grant,
     scopes: &[String],
+    nonce: Option<&str>,
 ) -> Result<Response, OAuthError> {
     let now = unix_now();
     let ttl = inner.config.access_token_ttl.as_secs();
@@ -81,16 +115,35 @@ async fn issue_tokens(
     )
     .await
     .map_err(OAuthError::store)?;
-    Ok(no_store_json(
-        StatusCode::OK,
-        &json!({
-            "access_token": access_token,
-            "token_type": "Bearer",
-            "expires_in": ttl,
-            "refresh_token": refresh_token,
-            "scope": scopes.join(" "),
-        }),
-    ))
+    let mut body = json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": ttl,
+        "refresh_token": refresh_token,
+        "scope": scopes.join(" "),
+    });
+    if scopes.iter().any(|s| s == "openid") {
+        let id_claims = IdClaims {
+            iss: &inner.config.issuer,
+            sub: &grant.subject,
+            aud: &grant.client_id,
+            azp: &grant.client_id,
+            iat: now,
+            exp: now + ttl,
+            auth_time: grant.created_at,
+            nonce,
+            profile: released_claims(&grant.claims, scopes),
+        };
+        let id_token = inner.signing.sign_id_token(&id_claims).ok_or_else(|| {
+            OAuthError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "cannot sign the ID token",
+            )
+        })?;
+        body["id_token"] = Value::String(id_token);
+    }
+    Ok(no_store_json(StatusCode::OK, &body))
 }
 
 pub(super) async fn token(
@@ -235,7 +288,7 @@ async fn code_grant(
             .map_err(OAuthError::store)?
             .filter(|g: &Grant| !g.revoked)
             .ok_or_else(|| OAuthError::grant("the authorization was revoked"))?;
-        let response = issue_tokens(inner, &grant, &record.scopes).await?;
+        let response = issue_tokens(inner, &grant, &record.scopes, record.nonce.as_deref()).await?;
         tracing::info!(client_id = %client.client_id, subject = %grant.subject, "tokens issued");
         Ok(response)
     }
@@ -326,7 +379,7 @@ async fn refresh_grant(
         // Keep the upstream sign-in alive: refresh it now if it is about to lapse.
         refresh_upstream_if_needed(inner, &grant_id).await?;
         renew_grant(inner, &grant_id).await?;
-        issue_tokens(inner, &grant, &scopes).await
+        issue_tokens(inner, &grant, &scopes, None).await
     }
     .await;
     if let Some(record) = spent
