@@ -815,60 +815,68 @@ async fn a_callback_naming_another_issuer_is_a_mix_up_and_issues_nothing() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let p = pkce();
-    // Consent properly, in one browser...
-    let page = http
-        .get(authorize_url(&s.base, &id, &p.challenge))
-        .send()
-        .await
-        .unwrap();
-    let cookie = first_cookie(&page);
-    let html = page.text().await.unwrap();
-    let field = |name: &str| form_field(&html, name);
-    let r = http
-        .post(format!("{}/consent", s.base))
-        .header("cookie", &cookie)
-        .form(&[
-            ("transaction", field("transaction").as_str()),
-            ("csrf_token", field("csrf_token").as_str()),
-            ("decision", "approve"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302);
-    let binding = first_cookie(&r);
-    let upstream = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    let state: String = upstream
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
-    // ...then the response comes back claiming to be from another authorization server.
-    let r = http
-        .get(callback_url(
-            &s.base,
-            &[
-                ("code", "attacker-code"),
-                ("state", &state),
-                ("iss", "https://evil.example"),
-            ],
-        ))
-        .header("cookie", &binding)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302);
-    let back = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    let q: HashMap<String, String> = back
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    assert!(back.as_str().starts_with(REDIRECT));
-    assert_eq!(q["error"], "access_denied");
-    assert_eq!(q["iss"], s.base);
-    assert!(!q.contains_key("code"), "no code is issued");
+    // Another server, and the provider's own name with a slash added: RFC 9207 compares
+    // issuers as plain strings.
+    let slash = format!("{}/", s.idp_issuer);
+    let mut spent = Vec::new();
+    for claimed in ["https://evil.example", slash.as_str()] {
+        let p = pkce();
+        // Consent properly, in one browser...
+        let page = http
+            .get(authorize_url(&s.base, &id, &p.challenge))
+            .send()
+            .await
+            .unwrap();
+        let cookie = first_cookie(&page);
+        let html = page.text().await.unwrap();
+        let field = |name: &str| form_field(&html, name);
+        let r = http
+            .post(format!("{}/consent", s.base))
+            .header("cookie", &cookie)
+            .form(&[
+                ("transaction", field("transaction").as_str()),
+                ("csrf_token", field("csrf_token").as_str()),
+                ("decision", "approve"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        let binding = first_cookie(&r);
+        let upstream = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+        let state: String = upstream
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .into_owned();
+        // ...then the response comes back claiming to be from another authorization server.
+        let r = http
+            .get(callback_url(
+                &s.base,
+                &[
+                    ("code", "attacker-code"),
+                    ("state", &state),
+                    ("iss", claimed),
+                ],
+            ))
+            .header("cookie", &binding)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        let back = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+        let q: HashMap<String, String> = back
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        assert!(back.as_str().starts_with(REDIRECT));
+        assert_eq!(q["error"], "access_denied");
+        assert_eq!(q["iss"], s.base);
+        assert!(!q.contains_key("code"), "no code is issued");
+        spent.push((state, binding));
+    }
+    let (state, binding) = spent.remove(0);
     // The state is spent: replaying the callback is refused outright.
     let r = http
         .get(callback_url(&s.base, &[("code", "x"), ("state", &state)]))

@@ -438,10 +438,11 @@ pub(super) async fn callback(
     // Every failure from here on goes back to the client, with its state.
     let fail =
         |code: &str, d: &str| redirect_error(&inner, &tx.redirect_uri, client_state, code, d);
-    // RFC 9207: a response carrying another issuer's name is a mix-up attack.
+    // RFC 9207: a response carrying another issuer's name is a mix-up attack. Compared as
+    // plain strings (§2.4), exactly as the provider's metadata names itself.
     if let Some(iss) = q.get("iss") {
         match inner.upstream.issuer().await {
-            Ok(expected) if iss.trim_end_matches('/') == expected.trim_end_matches('/') => {}
+            Ok(expected) if *iss == expected => {}
             _ => {
                 tracing::warn!(client_id = %tx.client_id, "callback iss does not name the upstream provider (mix-up)");
                 return fail(
