@@ -41,7 +41,12 @@ class Callback:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - the stdlib's name
-                outer.queries.append({k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()})
+                url = urlsplit(self.path)
+                if url.path != "/callback":
+                    # The browser's own requests (a favicon) are not redirects to the client.
+                    self.send_error(404)
+                    return
+                outer.queries.append({k: v[0] for k, v in parse_qs(url.query).items()})
                 outer.arrived.set()
                 body = b"<!doctype html><title>done</title><p>You can close this window.</p>"
                 self.send_response(200)
