@@ -484,3 +484,80 @@ async fn userinfo_naming_another_issuer_is_not_believed() {
     assert_eq!(access.subject(), "alice");
     assert_eq!(access.issuer().as_str(), "https://idp.example.com");
 }
+
+#[tokio::test]
+async fn a_flood_of_unknown_opaque_tokens_keeps_at_most_the_call_limit_in_flight_at_the_provider() {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (now, max) = (in_flight.clone(), peak.clone());
+    let app = axum::Router::new().route(
+        "/userinfo",
+        get(move || {
+            let (now, max) = (now.clone(), max.clone());
+            async move {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                axum::Json(json!({"sub": "alice"}))
+            }
+        }),
+    );
+    let _server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let verifier = Arc::new(
+        mcp_oidc::token::UserinfoVerifier::new(mcp_oidc::token::UserinfoConfig {
+            issuer: "https://idp.example.com".into(),
+            discovery_url: "https://idp.example.com".into(),
+            endpoint: Some(format!("{url}/userinfo")),
+            timeout: Duration::from_secs(10),
+        })
+        .max_concurrent_calls(4),
+    );
+    let checks = (0..24).map(|i| {
+        let v = verifier.clone();
+        tokio::spawn(async move {
+            v.verify(&mcp_oidc::types::BearerToken::new(format!("token-{i}")))
+                .await
+        })
+    });
+    for check in futures::future::join_all(checks).await {
+        assert!(
+            check.unwrap().is_ok(),
+            "waiting calls are served, not refused"
+        );
+    }
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        4,
+        "four calls at once, never more"
+    );
+
+    // A provider too slow to free a slot within the call timeout: 503, not a pile-up.
+    let hurried = mcp_oidc::token::UserinfoVerifier::new(mcp_oidc::token::UserinfoConfig {
+        issuer: "https://idp.example.com".into(),
+        discovery_url: "https://idp.example.com".into(),
+        endpoint: Some(format!("{url}/userinfo")),
+        timeout: Duration::from_millis(200),
+    })
+    .max_concurrent_calls(1);
+    let hurried = Arc::new(hurried);
+    let checks = (0..4).map(|i| {
+        let v = hurried.clone();
+        tokio::spawn(async move {
+            v.verify(&mcp_oidc::types::BearerToken::new(format!("t-{i}")))
+                .await
+        })
+    });
+    let outcomes = futures::future::join_all(checks).await;
+    assert!(
+        outcomes.iter().any(|o| matches!(
+            o.as_ref().unwrap(),
+            Err(mcp_oidc::error::VerifyError::Unavailable(_))
+        )),
+        "the calls beyond the limit that cannot get a slot in time are answered 503"
+    );
+}

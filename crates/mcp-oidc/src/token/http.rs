@@ -141,3 +141,40 @@ mod tests {
         assert_eq!(parse_max_age("max-age=abc"), None);
     }
 }
+
+/// How many calls to the provider one opaque-token verifier makes at once, by default.
+pub(crate) const DEFAULT_CONCURRENT_CALLS: usize = 64;
+
+/// A bound on the calls an opaque-token verifier has in flight at the provider. Every
+/// token not in the cache costs one call, and an attacker can send endless distinct
+/// tokens: beyond the bound they wait (at most `wait`) instead of multiplying the load on
+/// the provider, and are answered 503 if no call frees up in time.
+#[derive(Clone, Debug)]
+pub(crate) struct CallLimit {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    wait: Duration,
+}
+
+impl CallLimit {
+    pub(crate) fn new(calls: usize, wait: Duration) -> Self {
+        Self {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(calls.max(1))),
+            wait,
+        }
+    }
+
+    /// A slot for one call, held until the returned permit is dropped.
+    pub(crate) async fn enter(
+        &self,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, crate::error::Unavailable> {
+        let busy = || crate::error::Unavailable {
+            retry_after: Duration::from_secs(1),
+            detail: "too many token checks are waiting for the provider".to_owned(),
+        };
+        match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            // The semaphore is never closed; a timeout means the provider is saturated.
+            _ => Err(busy()),
+        }
+    }
+}

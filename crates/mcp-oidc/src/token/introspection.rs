@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::access_token::unix_now;
-use super::http::{provider_client, read_limited, transport_message};
+use super::http::{
+    CallLimit, DEFAULT_CONCURRENT_CALLS, provider_client, read_limited, transport_message,
+};
 use super::jwt::AudiencePolicy;
 use super::{AccessToken, TokenSource, TokenVerifier, VerifyFuture};
 use crate::error::{InvalidToken, Unavailable, VerifyError};
@@ -36,19 +38,30 @@ pub struct IntrospectionConfig {
 pub struct IntrospectionVerifier {
     config: Arc<IntrospectionConfig>,
     client: reqwest::Client,
+    calls: CallLimit,
 }
 
 impl IntrospectionVerifier {
-    /// A new verifier.
+    /// A new verifier, making at most 64 introspection calls at once.
     pub fn new(config: IntrospectionConfig) -> Self {
         Self {
             client: provider_client(config.timeout),
+            calls: CallLimit::new(DEFAULT_CONCURRENT_CALLS, config.timeout),
             config: Arc::new(config),
         }
     }
 
+    /// At most `calls` introspection calls in flight at once (default 64); more wait up
+    /// to the call timeout for a free slot, then get 503. Each token not in the cache costs
+    /// a call, so this is what a flood of made-up tokens costs the authorization server.
+    pub fn max_concurrent_calls(mut self, calls: usize) -> Self {
+        self.calls = CallLimit::new(calls, self.config.timeout);
+        self
+    }
+
     async fn introspect(&self, token: &BearerToken) -> Result<AccessToken, VerifyError> {
         let c = &self.config;
+        let _slot = self.calls.enter().await?;
         let unavailable = |detail: String| {
             VerifyError::Unavailable(Unavailable {
                 retry_after: Duration::from_secs(5),

@@ -12,7 +12,9 @@ use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
 use super::discovery::discover;
-use super::http::{provider_client, read_limited, transport_message};
+use super::http::{
+    CallLimit, DEFAULT_CONCURRENT_CALLS, provider_client, read_limited, transport_message,
+};
 use super::{AccessToken, TokenSource, TokenVerifier, VerifyFuture};
 use crate::error::{InvalidToken, Unavailable, VerifyError};
 use crate::types::{BearerToken, IssuerUrl};
@@ -37,10 +39,11 @@ pub struct UserinfoVerifier {
     config: Arc<UserinfoConfig>,
     endpoint: Arc<OnceCell<String>>,
     client: reqwest::Client,
+    calls: CallLimit,
 }
 
 impl UserinfoVerifier {
-    /// A new verifier.
+    /// A new verifier, making at most 64 userinfo calls at once.
     pub fn new(config: UserinfoConfig) -> Self {
         let endpoint = Arc::new(OnceCell::new());
         if let Some(e) = &config.endpoint {
@@ -48,9 +51,18 @@ impl UserinfoVerifier {
         }
         Self {
             client: provider_client(config.timeout),
+            calls: CallLimit::new(DEFAULT_CONCURRENT_CALLS, config.timeout),
             config: Arc::new(config),
             endpoint,
         }
+    }
+
+    /// At most `calls` userinfo calls in flight at once (default 64); more wait up to the
+    /// call timeout for a free slot, then get 503. Each token not in the cache costs a
+    /// call, so this is what a flood of made-up tokens costs the provider.
+    pub fn max_concurrent_calls(mut self, calls: usize) -> Self {
+        self.calls = CallLimit::new(calls, self.config.timeout);
+        self
     }
 
     async fn endpoint(&self) -> Result<&str, VerifyError> {
@@ -72,6 +84,7 @@ impl UserinfoVerifier {
 
     async fn check(&self, token: &BearerToken) -> Result<AccessToken, VerifyError> {
         let endpoint = self.endpoint().await?;
+        let _slot = self.calls.enter().await?;
         let unavailable = |detail: String| {
             VerifyError::Unavailable(Unavailable {
                 retry_after: Duration::from_secs(5),
