@@ -1759,3 +1759,53 @@ async fn an_authorization_request_repeating_a_parameter_gets_an_error_page_and_n
     let r = no_redirects.get(url).send().await.unwrap();
     assert_eq!(r.status(), 200, "the same request without the repetition");
 }
+
+#[tokio::test]
+async fn two_sign_ins_at_once_in_one_browser_both_pass_the_consent_page() {
+    let s = stack().await;
+    let client = register(&s.base, json!({})).await;
+    let id = client["client_id"].as_str().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // The browser's cookie jar: a cookie replaces the one of the same name.
+    let mut jar: HashMap<String, String> = HashMap::new();
+    let mut pages = Vec::new();
+    for _ in 0..2 {
+        let p = pkce();
+        let page = http
+            .get(authorize_url(&s.base, id, &p.challenge))
+            .send()
+            .await
+            .unwrap();
+        let (name, value) = first_cookie(&page)
+            .split_once('=')
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .unwrap();
+        jar.insert(name, value);
+        pages.push(page.text().await.unwrap());
+    }
+    let cookies = jar
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    // Both consent pages are still open: approving either must work.
+    for html in &pages {
+        let r = http
+            .post(format!("{}/consent", s.base))
+            .header("cookie", &cookies)
+            .form(&[
+                ("transaction", form_field(html, "transaction").as_str()),
+                ("csrf_token", form_field(html, "csrf_token").as_str()),
+                ("decision", "approve"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+        let location = r.headers()["location"].to_str().unwrap();
+        assert!(location.starts_with(&s.idp_issuer), "{location}");
+    }
+}

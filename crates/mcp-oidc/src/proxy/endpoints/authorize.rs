@@ -68,6 +68,15 @@ fn set_cookie(inner: &Inner, response: &mut Response, base: &str, value: &str, m
     }
 }
 
+/// The name of the consent cookie of one sign-in, told apart by a digest of `key` (the
+/// transaction id on the consent page, the upstream state at the callback): a person
+/// signing in from two clients at once in one browser keeps both flows' cookies, where one
+/// shared name let the second flow's cookie overwrite the first's.
+fn flow_cookie(key: &str) -> String {
+    // Not the digest the store files the transaction under: the name says nothing of it.
+    format!("{CONSENT_COOKIE}_{}", &hash(&format!("cookie {key}"))[..16])
+}
+
 /// The value of one of our signed cookies, if the request carries it and its signature holds.
 fn signed_cookie<'a>(inner: &Inner, headers: &'a HeaderMap, base: &str) -> Option<&'a str> {
     cookie(headers, &cookie_name(inner, base)).and_then(|c| inner.secrets.verify_cookie(c))
@@ -283,7 +292,7 @@ pub(super) async fn authorize(
     set_cookie(
         &inner,
         &mut page,
-        CONSENT_COOKIE,
+        &flow_cookie(&txn_id),
         &inner.secrets.sign_cookie(&tx.csrf),
         TRANSACTION_TTL,
     );
@@ -309,7 +318,8 @@ pub(super) async fn consent(
             "The consent form is incomplete.",
         );
     };
-    let cookie_ok = signed_cookie(&inner, &headers, CONSENT_COOKIE).is_some_and(|v| same(v, csrf));
+    let cookie_ok =
+        signed_cookie(&inner, &headers, &flow_cookie(txn_id)).is_some_and(|v| same(v, csrf));
     let tx = match take_transaction(&inner, txn_id).await {
         Ok(t) => t,
         Err(page) => return page,
@@ -380,7 +390,7 @@ async fn start_upstream(inner: &Inner, mut tx: Transaction) -> Response {
             set_cookie(
                 inner,
                 &mut response,
-                CONSENT_COOKIE,
+                &flow_cookie(&upstream_state),
                 &inner.secrets.sign_cookie(&binding),
                 TRANSACTION_TTL,
             );
@@ -423,7 +433,7 @@ pub(super) async fn callback(
             "This sign-in is unknown, expired or was already completed. Start again from your MCP client.",
         );
     };
-    let bound = signed_cookie(&inner, &headers, CONSENT_COOKIE)
+    let bound = signed_cookie(&inner, &headers, &flow_cookie(state))
         .zip(tx.browser_binding.as_deref())
         .is_some_and(|(a, b)| same(a, b));
     if !bound {
