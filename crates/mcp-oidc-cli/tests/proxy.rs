@@ -762,15 +762,21 @@ async fn a_locked_database_gives_a_clear_503_and_loses_nothing() {
     };
     let first = register(&s.base, json!({})).await;
 
-    // Another process holds an exclusive lock on the database.
+    // Another process holds an exclusive lock on the database. The request goes out only
+    // once the lock is taken (a fixed pause lost that race on a loaded machine).
     let db = dir.path().join("mcp-oidc.db");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
     let locker = std::thread::spawn(move || {
         let conn = rusqlite::Connection::open(db).unwrap();
         conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        std::thread::sleep(Duration::from_secs(7));
+        locked_tx.send(()).unwrap();
+        // Longer than the store's 5 s busy timeout, with room for a slow request.
+        std::thread::sleep(Duration::from_secs(9));
         conn.execute_batch("COMMIT").unwrap();
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::task::spawn_blocking(move || locked_rx.recv().unwrap())
+        .await
+        .unwrap();
     let r = reqwest::Client::new()
         .post(format!("{}/register", s.base))
         .json(&json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}))
