@@ -762,16 +762,17 @@ async fn a_locked_database_gives_a_clear_503_and_loses_nothing() {
     };
     let first = register(&s.base, json!({})).await;
 
-    // Another process holds an exclusive lock on the database. The request goes out only
-    // once the lock is taken (a fixed pause lost that race on a loaded machine).
+    // Another process holds an exclusive lock on the database from before the request goes
+    // out until its answer is in: no timing assumption (fixed pauses lost that race on a
+    // loaded machine, where the store's busy wait can outlast any guess).
     let db = dir.path().join("mcp-oidc.db");
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let locker = std::thread::spawn(move || {
         let conn = rusqlite::Connection::open(db).unwrap();
         conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
         locked_tx.send(()).unwrap();
-        // Longer than the store's 5 s busy timeout, with room for a slow request.
-        std::thread::sleep(Duration::from_secs(9));
+        release_rx.recv().unwrap();
         conn.execute_batch("COMMIT").unwrap();
     });
     tokio::task::spawn_blocking(move || locked_rx.recv().unwrap())
@@ -783,12 +784,14 @@ async fn a_locked_database_gives_a_clear_503_and_loses_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 503);
+    let status = r.status();
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "temporarily_unavailable");
+    release_tx.send(()).unwrap();
     tokio::task::spawn_blocking(move || locker.join().unwrap())
         .await
         .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable");
 
     // Once the lock is gone everything works, and the earlier registration is intact.
     let _second = register(&s.base, json!({})).await;
