@@ -334,10 +334,11 @@ mod tests {
 
     #[test]
     fn an_entry_unused_for_the_idle_period_is_forgotten_and_a_used_one_kept() {
-        let t = SessionTable::new(100, Duration::from_secs(1));
+        // Uses 600 ms apart keep a 2 s entry alive with room for a loaded machine's late wake-ups.
+        let t = SessionTable::new(100, Duration::from_secs(2));
         t.upsert("used", |_| owned("alice", &t));
         t.upsert("unused", |_| owned("alice", &t));
-        for _ in 0..3 {
+        for _ in 0..4 {
             std::thread::sleep(Duration::from_millis(600));
             assert!(t.get("used").is_some());
         }
