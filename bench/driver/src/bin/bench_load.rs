@@ -3,7 +3,7 @@
 //!
 //! Subcommands (each prints one JSON object on stdout, or writes it to `--out`):
 //!
-//! - `mcp`: N connections, each its own HTTP/1.1 connection (and, with `--stateful`, its
+//! - `mcp`: N connections, each exactly one HTTP/1.1 connection (and, with `--stateful`, its
 //!   own session: `initialize` + `notifications/initialized`, then `Mcp-Session-Id` on
 //!   every call). Every request is a `tools/call` with a process-wide unique id; a 200
 //!   counts only if its answer carries that id and a result. Runs a warm-up, then a fixed
@@ -39,7 +39,6 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use mcp_oidc::types::PkceCodeVerifier;
 use mcp_oidc_cli::browser::{Browser, Person};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt as _;
 
@@ -200,6 +199,8 @@ struct Tally {
     ok: u64,
     errors: u64,
     bad: u64,
+    /// TCP connections opened, by every worker together (reconnects after errors too).
+    opened: u64,
     first_problem: Option<String>,
 }
 
@@ -218,6 +219,7 @@ impl Tally {
         self.ok += o.ok;
         self.errors += o.errors;
         self.bad += o.bad;
+        self.opened += o.opened;
         if self.first_problem.is_none() {
             self.first_problem = o.first_problem;
         }
@@ -243,6 +245,7 @@ impl Tally {
             "status_codes": self.codes.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "errors": self.errors,
             "bad_answers": self.bad,
+            "connections_opened": self.opened,
             "p50_ms": pct(50.0),
             "p90_ms": pct(90.0),
             "p99_ms": pct(99.0),
@@ -252,14 +255,114 @@ impl Tally {
     }
 }
 
-fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .http1_only()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(1)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .build()?)
+/// One HTTP/1.1 connection carrying one request at a time: what "N connections" means.
+///
+/// A pooled client cannot promise that. When a response's last chunk arrived before the
+/// pool had seen the connection go idle, the next request opened a second connection and
+/// the pool closed the surplus one: on SSE replies about one request in seven paid for a
+/// new TCP connection, on the server's side too, and differently from run to run.
+struct Conn {
+    addr: String,
+    authority: String,
+    path: String,
+    timeout: Duration,
+    sender: Option<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>>,
+    /// Connections opened, the first included.
+    opened: u64,
+}
+
+/// Status, headers and body of an answer.
+type Answer = (u16, hyper::HeaderMap, bytes::Bytes);
+
+impl Conn {
+    fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let u = url::Url::parse(url).with_context(|| format!("bad URL {url}"))?;
+        let host = u.host_str().context("URL without a host")?;
+        let port = u.port_or_known_default().context("URL without a port")?;
+        if u.scheme() != "http" {
+            bail!("only http:// URLs (loopback benchmarks): {url}");
+        }
+        let authority = match u.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        let path = match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_owned(),
+        };
+        Ok(Self {
+            addr: format!("{host}:{port}"),
+            authority,
+            path,
+            timeout,
+            sender: None,
+            opened: 0,
+        })
+    }
+
+    /// Connects now (before a measured window), rather than on the first request.
+    async fn open(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let mut c = Self::new(url, timeout)?;
+        c.connect().await?;
+        Ok(c)
+    }
+
+    async fn connect(&mut self) -> anyhow::Result<()> {
+        let stream = tokio::net::TcpStream::connect(&self.addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        // The connection task ends when the sender is dropped or the peer closes.
+        tokio::spawn(conn);
+        self.sender = Some(sender);
+        self.opened += 1;
+        Ok(())
+    }
+
+    /// POSTs `body`, waits for the whole answer. After a transport error the next call
+    /// connects again.
+    async fn post(
+        &mut self,
+        headers: &[(&str, &str)],
+        body: impl Into<bytes::Bytes>,
+    ) -> anyhow::Result<Answer> {
+        let body = body.into();
+        match tokio::time::timeout(self.timeout, self.exchange(headers, body)).await {
+            Ok(Ok(a)) => Ok(a),
+            Ok(Err(e)) => {
+                self.sender = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.sender = None;
+                bail!("no answer within {:?}", self.timeout)
+            }
+        }
+    }
+
+    async fn exchange(
+        &mut self,
+        headers: &[(&str, &str)],
+        body: bytes::Bytes,
+    ) -> anyhow::Result<Answer> {
+        use http_body_util::BodyExt as _;
+        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+            self.connect().await?;
+        }
+        let sender = self.sender.as_mut().context("not connected")?;
+        sender.ready().await?;
+        let mut b =
+            hyper::Request::post(self.path.as_str()).header("host", self.authority.as_str());
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = sender
+            .send_request(b.body(http_body_util::Full::new(body))?)
+            .await?;
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await?.to_bytes();
+        Ok((parts.status.as_u16(), parts.headers, bytes))
+    }
 }
 
 fn emit(out: &Option<PathBuf>, v: &Value) -> anyhow::Result<()> {
@@ -286,61 +389,53 @@ fn call_body(id: u64, tool: &str) -> String {
     .to_string()
 }
 
-fn mcp_request(
-    http: &reqwest::Client,
-    url: &str,
-    token: Option<&str>,
+/// POSTs one JSON-RPC message to the MCP endpoint. `auth` is the whole `Authorization`
+/// value, made once per connection rather than per request.
+async fn mcp_post(
+    conn: &mut Conn,
+    auth: Option<&str>,
     session: Option<&str>,
     body: String,
-) -> reqwest::RequestBuilder {
-    let mut r = http
-        .post(url)
-        .header(CONTENT_TYPE, "application/json")
-        .header(ACCEPT, "application/json, text/event-stream")
-        .body(body);
-    if let Some(t) = token {
-        r = r.header(AUTHORIZATION, format!("Bearer {t}"));
+) -> anyhow::Result<Answer> {
+    let mut headers = Vec::with_capacity(5);
+    headers.push(("content-type", "application/json"));
+    headers.push(("accept", "application/json, text/event-stream"));
+    if let Some(a) = auth {
+        headers.push(("authorization", a));
     }
     if let Some(s) = session {
-        r = r
-            .header("mcp-session-id", s)
-            .header("mcp-protocol-version", PROTOCOL);
+        headers.push(("mcp-session-id", s));
+        headers.push(("mcp-protocol-version", PROTOCOL));
     }
-    r
+    conn.post(&headers, body).await
+}
+
+fn bearer(token: Option<&str>) -> Option<String> {
+    token.map(|t| format!("Bearer {t}"))
 }
 
 /// initialize + notifications/initialized; returns the session id.
-async fn open_session(
-    http: &reqwest::Client,
-    url: &str,
-    token: Option<&str>,
-) -> anyhow::Result<String> {
+async fn open_session(conn: &mut Conn, auth: Option<&str>) -> anyhow::Result<String> {
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
         "params": {"protocolVersion": PROTOCOL, "capabilities": {},
                    "clientInfo": {"name": "bench-load", "version": "1"}}});
-    let r = mcp_request(http, url, token, None, init.to_string())
-        .send()
-        .await?;
-    let status = r.status();
-    let sid = r
-        .headers()
+    let (status, headers, body) = mcp_post(conn, auth, None, init.to_string()).await?;
+    let sid = headers
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let text = r.text().await?;
     let Some(sid) = sid.filter(|_| status == 200) else {
         bail!(
             "initialize: HTTP {status}, no session id: {}",
-            text.chars().take(200).collect::<String>()
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(200)
+                .collect::<String>()
         );
     };
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let r = mcp_request(http, url, token, Some(&sid), note.to_string())
-        .send()
-        .await?;
-    let status = r.status();
-    let _ = r.bytes().await;
-    if !status.is_success() {
+    let (status, _, _) = mcp_post(conn, auth, Some(&sid), note.to_string()).await?;
+    if !(200..300).contains(&status) {
         bail!("notifications/initialized: HTTP {status}");
     }
     Ok(sid)
@@ -367,13 +462,14 @@ async fn run_mcp(a: McpArgs) -> anyhow::Result<()> {
     for i in 0..n {
         let (url, token, stateful) = (a.url.clone(), a.token.clone(), a.stateful);
         setups.spawn(async move {
-            let http = client(timeout)?;
+            let mut conn = Conn::open(&url, timeout).await?;
+            let auth = bearer(token.as_deref());
             let sid = if stateful {
-                Some(open_session(&http, &url, token.as_deref()).await?)
+                Some(open_session(&mut conn, auth.as_deref()).await?)
             } else {
                 None
             };
-            anyhow::Ok((i, http, sid))
+            anyhow::Ok((i, conn, auth, sid))
         });
     }
     let mut workers = Vec::with_capacity(n);
@@ -392,8 +488,8 @@ async fn run_mcp(a: McpArgs) -> anyhow::Result<()> {
     let window_start = start + Duration::from_secs_f64(a.warmup_secs);
     let deadline = window_start + Duration::from_secs_f64(a.duration_secs);
     let mut tasks = tokio::task::JoinSet::new();
-    for (_, http, sid) in workers {
-        let (url, token, tool, ids) = (a.url.clone(), a.token.clone(), a.tool.clone(), ids.clone());
+    for (_, mut conn, auth, sid) in workers {
+        let (tool, ids) = (a.tool.clone(), ids.clone());
         let accept = a.accept_rpc_error;
         tasks.spawn(async move {
             let mut t = Tally::default();
@@ -405,25 +501,14 @@ async fn run_mcp(a: McpArgs) -> anyhow::Result<()> {
                 }
                 let measured = t0 >= window_start;
                 let id = ids.fetch_add(1, Relaxed);
-                let resp = mcp_request(
-                    &http,
-                    &url,
-                    token.as_deref(),
+                let outcome = mcp_post(
+                    &mut conn,
+                    auth.as_deref(),
                     sid.as_deref(),
                     call_body(id, &tool),
                 )
-                .send()
-                .await;
-                let outcome = match resp {
-                    Ok(r) => {
-                        let status = r.status().as_u16();
-                        match r.text().await {
-                            Ok(text) => Ok((status, text)),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    Err(e) => Err(e),
-                };
+                .await
+                .map(|(status, _, body)| (status, String::from_utf8_lossy(&body).into_owned()));
                 let us = t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                 if !measured {
                     if outcome.is_err() {
@@ -457,6 +542,7 @@ async fn run_mcp(a: McpArgs) -> anyhow::Result<()> {
                     }
                 }
             }
+            t.opened = conn.opened;
             t
         });
     }
@@ -487,20 +573,13 @@ async fn run_mcp(a: McpArgs) -> anyhow::Result<()> {
 
 async fn run_sessions(a: SessionArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(a.common.timeout_secs);
-    let http = reqwest::Client::builder()
-        .http1_only()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(a.common.connections)
-        .timeout(timeout)
-        .build()?;
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..a.common.connections {
-        let (http, url, token, next, count) = (
-            http.clone(),
+        let (url, auth, next, count) = (
             a.url.clone(),
-            a.token.clone(),
+            bearer(a.token.as_deref()),
             next.clone(),
             a.count,
         );
@@ -508,8 +587,12 @@ async fn run_sessions(a: SessionArgs) -> anyhow::Result<()> {
             let mut got = Vec::new();
             let mut failed = 0u64;
             let mut problem = None;
+            let mut conn = match Conn::new(&url, timeout) {
+                Ok(c) => c,
+                Err(e) => return (got, 1, Some(format!("{e:#}"))),
+            };
             while next.fetch_add(1, Relaxed) < count {
-                match open_session(&http, &url, token.as_deref()).await {
+                match open_session(&mut conn, auth.as_deref()).await {
                     Ok(s) => got.push(s),
                     Err(e) => {
                         failed += 1;
@@ -542,6 +625,8 @@ async fn run_sessions(a: SessionArgs) -> anyhow::Result<()> {
         .read_line(&mut line)
         .await;
     // Are the sessions still alive? Call a tool on an evenly spread sample.
+    let mut conn = Conn::new(&a.url, timeout)?;
+    let auth = bearer(a.token.as_deref());
     let step = (sessions.len() / a.check.max(1)).max(1);
     let mut alive = 0u64;
     let mut checked = 0u64;
@@ -549,19 +634,16 @@ async fn run_sessions(a: SessionArgs) -> anyhow::Result<()> {
     for (i, sid) in sessions.iter().step_by(step).take(a.check).enumerate() {
         checked += 1;
         let id = 1_000_000 + i as u64;
-        let r = mcp_request(
-            &http,
-            &a.url,
-            a.token.as_deref(),
+        let r = mcp_post(
+            &mut conn,
+            auth.as_deref(),
             Some(sid),
             call_body(id, "process_data"),
         )
-        .send()
         .await;
         match r {
-            Ok(r) => {
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
+            Ok((status, _, body)) => {
+                let text = String::from_utf8_lossy(&body);
                 if status == 200 && answers(&text, id, false) {
                     alive += 1;
                 } else {
@@ -572,7 +654,7 @@ async fn run_sessions(a: SessionArgs) -> anyhow::Result<()> {
                 }
             }
             Err(e) => {
-                check_problem.get_or_insert(format!("{e}"));
+                check_problem.get_or_insert(format!("{e:#}"));
             }
         }
     }
@@ -678,15 +760,20 @@ async fn run_codes(a: CodeArgs) -> anyhow::Result<()> {
     )
 }
 
-async fn token_post(
-    http: &reqwest::Client,
-    url: &str,
-    form: &[(&str, &str)],
-) -> Result<(u16, Value), reqwest::Error> {
-    let r = http.post(url).form(form).send().await?;
-    let status = r.status().as_u16();
-    let v = r.json::<Value>().await.unwrap_or(Value::Null);
-    Ok((status, v))
+async fn token_post(conn: &mut Conn, form: &[(&str, &str)]) -> anyhow::Result<(u16, Value)> {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let (status, _, body) = conn
+        .post(
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("accept", "application/json"),
+            ],
+            body,
+        )
+        .await?;
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
 async fn run_exchange(a: ExchangeArgs) -> anyhow::Result<()> {
@@ -704,15 +791,14 @@ async fn run_exchange(a: ExchangeArgs) -> anyhow::Result<()> {
     let n = a.common.connections;
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
-        clients.push(client(timeout)?);
+        clients.push(Conn::open(&url, timeout).await?);
     }
     let t0 = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for http in clients {
-        let (codes, next, url, client_id, resource, redirect) = (
+    for mut conn in clients {
+        let (codes, next, client_id, resource, redirect) = (
             codes.clone(),
             next.clone(),
-            url.clone(),
             client_id.clone(),
             resource.clone(),
             redirect.clone(),
@@ -727,8 +813,7 @@ async fn run_exchange(a: ExchangeArgs) -> anyhow::Result<()> {
                 let verifier = c["verifier"].as_str().unwrap_or_default();
                 let s = Instant::now();
                 let r = token_post(
-                    &http,
-                    &url,
+                    &mut conn,
                     &[
                         ("grant_type", "authorization_code"),
                         ("code", code),
@@ -767,6 +852,7 @@ async fn run_exchange(a: ExchangeArgs) -> anyhow::Result<()> {
                     }
                 }
             }
+            t.opened = conn.opened;
             (t, refresh)
         });
     }
@@ -801,14 +887,14 @@ async fn run_refresh(a: RefreshArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(a.common.timeout_secs);
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
-        clients.push(client(timeout)?);
+        clients.push(Conn::open(&url, timeout).await?);
     }
     let start = Instant::now() + Duration::from_millis(50);
     let window_start = start + Duration::from_secs_f64(a.warmup_secs);
     let deadline = window_start + Duration::from_secs_f64(a.duration_secs);
     let mut tasks = tokio::task::JoinSet::new();
-    for (http, seed) in clients.into_iter().zip(seeds) {
-        let (url, client_id) = (url.clone(), client_id.clone());
+    for (mut conn, seed) in clients.into_iter().zip(seeds) {
+        let client_id = client_id.clone();
         tasks.spawn(async move {
             let mut t = Tally::default();
             let mut current = seed;
@@ -821,8 +907,7 @@ async fn run_refresh(a: RefreshArgs) -> anyhow::Result<()> {
                 }
                 let measured = s >= window_start;
                 let r = token_post(
-                    &http,
-                    &url,
+                    &mut conn,
                     &[
                         ("grant_type", "refresh_token"),
                         ("refresh_token", &current),
@@ -866,6 +951,7 @@ async fn run_refresh(a: RefreshArgs) -> anyhow::Result<()> {
                     }
                 }
             }
+            t.opened = conn.opened;
             t
         });
     }
