@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use mcp_oidc::store::testing::{Op, TestStore};
 use mcp_oidc_cli::browser::{Browser, Person};
 use mcp_oidc_cli::config::Settings;
 use mcp_oidc_mock::{MockConfig, MockProvider, RunningMock};
@@ -1511,80 +1512,6 @@ async fn a_sign_in_in_use_outlives_the_refresh_token_lifetime() {
     assert_eq!(status, 400);
 }
 
-/// A memory store that fails the next writes to one namespace.
-#[derive(Default)]
-struct FailingWrites {
-    inner: mcp_oidc::store::MemoryStore,
-    namespace: std::sync::Mutex<Option<mcp_oidc::store::Namespace>>,
-    failures: std::sync::atomic::AtomicUsize,
-}
-
-impl FailingWrites {
-    fn fail_next_write(&self, ns: mcp_oidc::store::Namespace) {
-        *self.namespace.lock().unwrap() = Some(ns);
-        self.failures.store(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl mcp_oidc::store::Store for FailingWrites {
-    fn put<'a>(
-        &'a self,
-        ns: mcp_oidc::store::Namespace,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Option<Duration>,
-    ) -> mcp_oidc::store::StoreFuture<'a, ()> {
-        use std::sync::atomic::Ordering::SeqCst;
-        let fail = *self.namespace.lock().unwrap() == Some(ns)
-            && self
-                .failures
-                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-        if fail {
-            return Box::pin(async {
-                Err(mcp_oidc::store::StoreError {
-                    operation: "put",
-                    message: "disk I/O error".into(),
-                })
-            });
-        }
-        self.inner.put(ns, key, value, ttl)
-    }
-    fn put_if_absent<'a>(
-        &'a self,
-        ns: mcp_oidc::store::Namespace,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Option<Duration>,
-    ) -> mcp_oidc::store::StoreFuture<'a, bool> {
-        self.inner.put_if_absent(ns, key, value, ttl)
-    }
-    fn get<'a>(
-        &'a self,
-        ns: mcp_oidc::store::Namespace,
-        key: &'a str,
-    ) -> mcp_oidc::store::StoreFuture<'a, Option<Vec<u8>>> {
-        self.inner.get(ns, key)
-    }
-    fn take<'a>(
-        &'a self,
-        ns: mcp_oidc::store::Namespace,
-        key: &'a str,
-    ) -> mcp_oidc::store::StoreFuture<'a, Option<Vec<u8>>> {
-        self.inner.take(ns, key)
-    }
-    fn delete<'a>(
-        &'a self,
-        ns: mcp_oidc::store::Namespace,
-        key: &'a str,
-    ) -> mcp_oidc::store::StoreFuture<'a, ()> {
-        self.inner.delete(ns, key)
-    }
-    fn purge_expired(&self) -> mcp_oidc::store::StoreFuture<'_, u64> {
-        self.inner.purge_expired()
-    }
-}
-
 #[tokio::test]
 async fn a_store_failure_while_issuing_leaves_the_code_and_the_refresh_token_usable() {
     use mcp_oidc::store::Namespace;
@@ -1598,7 +1525,7 @@ async fn a_store_failure_while_issuing_leaves_the_code_and_the_refresh_token_usa
         .unwrap()
         .config;
     config.refresh_grace = grace;
-    let store = std::sync::Arc::new(FailingWrites::default());
+    let store = std::sync::Arc::new(TestStore::default());
     let proxy = mcp_oidc::proxy::OAuthProxy::new(config, store.clone())
         .await
         .unwrap();
@@ -1621,7 +1548,7 @@ async fn a_store_failure_while_issuing_leaves_the_code_and_the_refresh_token_usa
     let (client_id, code, p) = code_for(&s).await;
 
     // The new refresh token cannot be stored: nothing is issued, and the code is not spent.
-    store.fail_next_write(Namespace::RefreshTokens);
+    store.fail_next(Op::Put(Namespace::RefreshTokens), 1);
     let (status, body) = exchange(&s, &client_id, &code, &p).await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -1633,7 +1560,7 @@ async fn a_store_failure_while_issuing_leaves_the_code_and_the_refresh_token_usa
 
     // Likewise for a refresh, retried after the grace window.
     let rt = tokens["refresh_token"].as_str().unwrap();
-    store.fail_next_write(Namespace::RefreshTokens);
+    store.fail_next(Op::Put(Namespace::RefreshTokens), 1);
     let (status, body) = refresh(&s, &client_id, rt).await;
     assert_eq!(
         (status, body["error"].as_str()),

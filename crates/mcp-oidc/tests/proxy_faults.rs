@@ -4,75 +4,15 @@
 //! it throw its registration away.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mcp_oidc::proxy::{OAuthProxy, ProxyConfig, UpstreamConfig};
-use mcp_oidc::store::{MemoryStore, Namespace, Store, StoreError, StoreFuture};
+use mcp_oidc::store::testing::TestStore;
+use mcp_oidc::store::{MemoryStore, Store};
 use mcp_oidc::types::ClientSecret;
 use serde_json::{Value, json};
 
 const REDIRECT: &str = "http://127.0.0.1:7777/callback";
-
-/// A memory store whose every operation fails while `failing` is set.
-#[derive(Default)]
-struct FlakyStore {
-    inner: MemoryStore,
-    failing: AtomicBool,
-}
-
-impl FlakyStore {
-    fn run<'a, T: Send + 'a>(
-        &'a self,
-        operation: &'static str,
-        f: impl FnOnce() -> StoreFuture<'a, T>,
-    ) -> StoreFuture<'a, T> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Box::pin(async move {
-                Err(StoreError {
-                    operation,
-                    message: "disk I/O error".into(),
-                })
-            });
-        }
-        f()
-    }
-}
-
-impl Store for FlakyStore {
-    fn put<'a>(
-        &'a self,
-        ns: Namespace,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Option<Duration>,
-    ) -> StoreFuture<'a, ()> {
-        self.run("put", || self.inner.put(ns, key, value, ttl))
-    }
-    fn put_if_absent<'a>(
-        &'a self,
-        ns: Namespace,
-        key: &'a str,
-        value: &'a [u8],
-        ttl: Option<Duration>,
-    ) -> StoreFuture<'a, bool> {
-        self.run("put_if_absent", || {
-            self.inner.put_if_absent(ns, key, value, ttl)
-        })
-    }
-    fn get<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-        self.run("get", || self.inner.get(ns, key))
-    }
-    fn take<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-        self.run("take", || self.inner.take(ns, key))
-    }
-    fn delete<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, ()> {
-        self.run("delete", || self.inner.delete(ns, key))
-    }
-    fn purge_expired(&self) -> StoreFuture<'_, u64> {
-        self.run("purge_expired", || self.inner.purge_expired())
-    }
-}
 
 /// Serves `app` on a free loopback port until the test ends; returns its base URL.
 async fn spawn(app: axum::Router) -> String {
@@ -155,7 +95,7 @@ async fn error_of(r: reqwest::Response) -> (u16, String) {
 
 #[tokio::test]
 async fn a_failing_store_at_the_token_endpoint_is_503_not_invalid_client() {
-    let store = Arc::new(FlakyStore::default());
+    let store = Arc::new(TestStore::default());
     let base = proxy_on(store.clone()).await;
     let r = reqwest::Client::new()
         .post(format!("{base}/register"))
@@ -167,11 +107,11 @@ async fn a_failing_store_at_the_token_endpoint_is_503_not_invalid_client() {
     let client: Value = r.json().await.unwrap();
     let client_id = client["client_id"].as_str().unwrap();
 
-    store.failing.store(true, Ordering::SeqCst);
+    store.fail_all();
     assert_unavailable(token_request(&base, client_id).await).await;
 
     // Once the store is back, the same client authenticates: only the token is unknown.
-    store.failing.store(false, Ordering::SeqCst);
+    store.heal();
     assert_eq!(
         error_of(token_request(&base, client_id).await).await,
         (400, "invalid_grant".to_owned())

@@ -452,85 +452,32 @@ pub(crate) fn seal_upstream(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
     use super::*;
-    use crate::store::{MemoryStore, StoreFuture};
+    use crate::store::testing::{Op, TestStore};
 
-    /// A memory store that counts its purges and what they deleted.
-    #[derive(Default)]
-    struct Counting {
-        inner: MemoryStore,
-        purges: AtomicUsize,
-        purged: AtomicU64,
+    /// Inserts `n` records in `ns` that are expired by the time this returns.
+    async fn put_expired(store: &TestStore, ns: Namespace, n: usize) {
+        for i in 0..n {
+            let key = format!("expired-{i}");
+            store
+                .inner()
+                .put(ns, &key, b"{}", Some(Duration::from_millis(1)))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
-    impl Store for Counting {
-        fn put<'a>(
-            &'a self,
-            ns: Namespace,
-            key: &'a str,
-            value: &'a [u8],
-            ttl: Option<Duration>,
-        ) -> StoreFuture<'a, ()> {
-            self.inner.put(ns, key, value, ttl)
-        }
-        fn put_if_absent<'a>(
-            &'a self,
-            ns: Namespace,
-            key: &'a str,
-            value: &'a [u8],
-            ttl: Option<Duration>,
-        ) -> StoreFuture<'a, bool> {
-            self.inner.put_if_absent(ns, key, value, ttl)
-        }
-        fn get<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-            self.inner.get(ns, key)
-        }
-        fn take<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-            self.inner.take(ns, key)
-        }
-        fn delete<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, ()> {
-            self.inner.delete(ns, key)
-        }
-        fn purge_expired(&self) -> StoreFuture<'_, u64> {
-            Box::pin(async move {
-                let n = self.inner.purge_expired().await?;
-                self.purges.fetch_add(1, Ordering::SeqCst);
-                self.purged.fetch_add(n, Ordering::SeqCst);
-                Ok(n)
-            })
-        }
-    }
-
-    impl Counting {
-        /// Inserts `n` records in `ns` that are expired by the time this returns.
-        async fn expired(&self, ns: Namespace, n: usize) {
-            for i in 0..n {
-                let key = format!("expired-{i}");
-                self.put(ns, &key, b"{}", Some(Duration::from_millis(1)))
-                    .await
-                    .unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        /// Waits (10 s at most) until `done(counts)` holds.
-        async fn wait_for(&self, done: impl Fn((usize, u64)) -> bool, what: &str) {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while !done(self.counts()) {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{what}: still {:?}",
-                    self.counts()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        fn counts(&self) -> (usize, u64) {
-            (
-                self.purges.load(Ordering::SeqCst),
-                self.purged.load(Ordering::SeqCst),
-            )
+    /// Waits (10 s at most) until the purges have deleted `purged` records in all.
+    async fn wait_until_purged(store: &TestStore, purged: u64, what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.purged() != purged {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: {} purged",
+                store.purged()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -558,9 +505,10 @@ mod tests {
     #[tokio::test]
     async fn expired_records_are_purged_at_start_then_periodically_until_the_proxy_is_dropped() {
         let every = Duration::from_millis(600);
-        let store = Arc::new(Counting::default());
-        store.expired(Namespace::Transactions, 3).await;
+        let store = Arc::new(TestStore::default());
+        put_expired(&store, Namespace::Transactions, 3).await;
         store
+            .inner()
             .put(Namespace::Clients, "kept", b"{}", None)
             .await
             .unwrap();
@@ -568,16 +516,13 @@ mod tests {
             .await
             .unwrap();
         // Polled rather than timed, so that a loaded machine only makes the test slower.
-        store
-            .wait_for(|(_, purged)| purged == 3, "purged at start")
-            .await;
+        wait_until_purged(&store, 3, "at start").await;
 
-        store.expired(Namespace::Codes, 2).await;
-        store
-            .wait_for(|(_, purged)| purged == 5, "and again an interval later")
-            .await;
+        put_expired(&store, Namespace::Codes, 2).await;
+        wait_until_purged(&store, 5, "again an interval later").await;
         assert!(
             store
+                .inner()
                 .get(Namespace::Clients, "kept")
                 .await
                 .unwrap()
@@ -587,8 +532,12 @@ mod tests {
         drop(proxy);
         // A purge already under way may finish; none starts after it.
         tokio::time::sleep(every / 2).await;
-        let after_drop = store.counts();
+        let purges = store.calls(Op::PurgeExpired);
         tokio::time::sleep(every * 3).await;
-        assert_eq!(store.counts(), after_drop, "the task ended with the proxy");
+        assert_eq!(
+            store.calls(Op::PurgeExpired),
+            purges,
+            "the task ended with the proxy"
+        );
     }
 }

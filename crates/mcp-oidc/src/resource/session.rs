@@ -354,6 +354,7 @@ impl SessionStore for SessionBindings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::{Op, TestStore};
     use crate::store::{MemoryStore, SqliteStore};
     use rmcp::model::InitializeRequestParams;
 
@@ -415,65 +416,6 @@ mod tests {
         assert!(b.load("s2").await.unwrap().is_none());
     }
 
-    /// A store that counts its reads, to see which lookups reach it, and whose reads can
-    /// be made to fail.
-    #[derive(Default)]
-    struct CountingStore {
-        inner: MemoryStore,
-        gets: std::sync::atomic::AtomicUsize,
-        deletes: std::sync::atomic::AtomicUsize,
-        failing_reads: std::sync::atomic::AtomicBool,
-    }
-
-    impl Store for CountingStore {
-        fn put<'a>(
-            &'a self,
-            ns: Namespace,
-            key: &'a str,
-            value: &'a [u8],
-            ttl: Option<Duration>,
-        ) -> crate::store::StoreFuture<'a, ()> {
-            self.inner.put(ns, key, value, ttl)
-        }
-        fn put_if_absent<'a>(
-            &'a self,
-            ns: Namespace,
-            key: &'a str,
-            value: &'a [u8],
-            ttl: Option<Duration>,
-        ) -> crate::store::StoreFuture<'a, bool> {
-            self.inner.put_if_absent(ns, key, value, ttl)
-        }
-        fn get<'a>(
-            &'a self,
-            ns: Namespace,
-            key: &'a str,
-        ) -> crate::store::StoreFuture<'a, Option<Vec<u8>>> {
-            self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if self.failing_reads.load(std::sync::atomic::Ordering::SeqCst) {
-                return Box::pin(async {
-                    Err(crate::store::StoreError::new("read", "disk unplugged"))
-                });
-            }
-            self.inner.get(ns, key)
-        }
-        fn take<'a>(
-            &'a self,
-            ns: Namespace,
-            key: &'a str,
-        ) -> crate::store::StoreFuture<'a, Option<Vec<u8>>> {
-            self.inner.take(ns, key)
-        }
-        fn delete<'a>(&'a self, ns: Namespace, key: &'a str) -> crate::store::StoreFuture<'a, ()> {
-            self.deletes
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            self.inner.delete(ns, key)
-        }
-        fn purge_expired(&self) -> crate::store::StoreFuture<'_, u64> {
-            self.inner.purge_expired()
-        }
-    }
-
     #[tokio::test]
     async fn a_session_in_use_outlives_its_stored_lifetime_and_an_unused_one_does_not() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
@@ -493,17 +435,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_used_within_an_eighth_of_its_lifetime_is_not_rewritten() {
-        let store = Arc::new(CountingStore::default());
+        let store = Arc::new(TestStore::default());
         let b = SessionBindings::default().with_store(store.clone());
         b.bind("s1", "alice").await;
         // Deleted behind the table's back: only a rewrite would bring it back.
-        store.inner.delete(Namespace::Sessions, "s1").await.unwrap();
+        store
+            .inner()
+            .delete(Namespace::Sessions, "s1")
+            .await
+            .unwrap();
         for _ in 0..3 {
             assert!(b.allows("s1", "alice").await);
         }
         assert!(
             store
-                .inner
+                .inner()
                 .get(Namespace::Sessions, "s1")
                 .await
                 .unwrap()
@@ -513,8 +459,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_session_id_costs_one_store_read_until_it_is_created() {
-        let store = Arc::new(CountingStore::default());
-        let reads = || store.gets.load(std::sync::atomic::Ordering::SeqCst);
+        let store = Arc::new(TestStore::default());
+        let reads = || store.calls(Op::Get(Namespace::Sessions));
         let b = SessionBindings::default().with_store(store.clone());
         for _ in 0..5 {
             assert!(!b.allows("nope", "alice").await);
@@ -532,8 +478,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_delete_rmcp_already_handled_is_not_repeated_but_one_it_did_not_is_done() {
-        let store = Arc::new(CountingStore::default());
-        let deletes = || store.deletes.load(std::sync::atomic::Ordering::SeqCst);
+        let store = Arc::new(TestStore::default());
+        let deletes = || store.calls(Op::Delete(Namespace::Sessions));
         let b = SessionBindings::default()
             .with_store(store.clone())
             .serving_as_transport_store();
@@ -553,8 +499,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_deleted_through_another_instance_is_refused_here_after_the_recheck() {
-        let store = Arc::new(CountingStore::default());
-        let reads = || store.gets.load(std::sync::atomic::Ordering::SeqCst);
+        let store = Arc::new(TestStore::default());
+        let reads = || store.calls(Op::Get(Namespace::Sessions));
         let here = SessionBindings::default()
             .with_store(store.clone())
             .store_recheck(Duration::from_secs(1));
@@ -577,8 +523,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_in_use_is_confirmed_once_per_recheck_period() {
-        let store = Arc::new(CountingStore::default());
-        let reads = || store.gets.load(std::sync::atomic::Ordering::SeqCst);
+        let store = Arc::new(TestStore::default());
+        let reads = || store.calls(Op::Get(Namespace::Sessions));
         let b = SessionBindings::default()
             .with_store(store.clone())
             .store_recheck(Duration::from_secs(1));
@@ -600,21 +546,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_that_cannot_answer_leaves_the_sessions_in_memory_usable() {
-        let store = Arc::new(CountingStore::default());
+        let store = Arc::new(TestStore::default());
         let b = SessionBindings::default()
             .with_store(store.clone())
             .store_recheck(Duration::ZERO);
         b.bind("s1", "alice").await;
-        store
-            .failing_reads
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        store.fail_when(|op| matches!(op, Op::Get(_)));
         assert!(b.allows("s1", "alice").await);
         assert!(!b.allows("s1", "bob").await, "the owner is still checked");
 
+        store.heal();
         store
-            .failing_reads
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        store.inner.delete(Namespace::Sessions, "s1").await.unwrap();
+            .inner()
+            .delete(Namespace::Sessions, "s1")
+            .await
+            .unwrap();
         assert!(
             !b.allows("s1", "alice").await,
             "a zero period asks every time"

@@ -8,9 +8,14 @@
 //!
 //! - [`MemoryStore`]: in process, for tests;
 //! - [`SqliteStore`]: an embedded SQLite file, the default, so a restart loses nothing.
+//!
+//! With the `test-util` feature, `testing::TestStore` counts operations and fails chosen
+//! ones, for testing code against a broken store.
 
 mod memory;
 mod sqlite;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 use std::future::Future;
 use std::pin::Pin;
