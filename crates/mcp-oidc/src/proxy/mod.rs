@@ -454,6 +454,7 @@ pub(crate) fn seal_upstream(
 mod tests {
     use super::*;
     use crate::store::testing::{Op, TestStore};
+    use crate::token::unix_now;
 
     /// Inserts `n` records in `ns` that are expired by the time this returns.
     async fn put_expired(store: &TestStore, ns: Namespace, n: usize) {
@@ -482,8 +483,12 @@ mod tests {
     }
 
     fn config() -> ProxyConfig {
+        config_upstream("http://127.0.0.1:9")
+    }
+
+    fn config_upstream(provider: &str) -> ProxyConfig {
         let upstream = UpstreamConfig {
-            discovery_url: "http://127.0.0.1:9".into(),
+            discovery_url: provider.into(),
             client_id: "proxy-client".into(),
             client_secret: ClientSecret::new("proxy-client-secret"),
             scopes: vec!["openid".into()],
@@ -500,6 +505,120 @@ mod tests {
             upstream,
             ClientSecret::new("a-test-proxy-secret-that-is-long-enough-0123456789"),
         )
+    }
+
+    fn grant(upstream_sealed: Option<String>) -> Grant {
+        Grant {
+            grant_id: "g1".into(),
+            client_id: "c1".into(),
+            subject: "alice".into(),
+            scopes: vec!["openid".into()],
+            resource: "http://127.0.0.1:9/mcp".into(),
+            claims: serde_json::Map::new(),
+            upstream_sealed,
+            revoked: false,
+            created_at: 0,
+        }
+    }
+
+    fn upstream_tokens(access_token: &str, expires_at: u64) -> UpstreamTokens {
+        UpstreamTokens {
+            access_token: access_token.into(),
+            refresh_token: Some(format!("{access_token}-refresh")),
+            id_token: None,
+            expires_at: Some(expires_at),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upstream_refresh_that_fails_uses_the_tokens_another_instance_just_stored() {
+        // The "provider" takes the refresh call and holds it until the test drops it.
+        let provider = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", provider.local_addr().unwrap());
+        let store = Arc::new(TestStore::default());
+        let proxy = OAuthProxy::with_purge_interval(
+            config_upstream(&url),
+            store.clone(),
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+        let secrets = &proxy.inner.secrets;
+        let lapsing = seal_upstream(secrets, "g1", &upstream_tokens("ours", unix_now()));
+        records::save(
+            store.as_ref(),
+            Namespace::Grants,
+            "g1",
+            &grant(lapsing),
+            None,
+        )
+        .await
+        .unwrap();
+
+        let inner = proxy.inner.clone();
+        let refreshing =
+            tokio::spawn(async move { endpoints::upstream_access_token(&inner, "g1").await });
+        let (call, _) = provider.accept().await.unwrap();
+        // Meanwhile another instance sharing the store refreshed the same grant first...
+        let theirs = seal_upstream(secrets, "g1", &upstream_tokens("theirs", unix_now() + 3600));
+        records::save(
+            store.as_ref(),
+            Namespace::Grants,
+            "g1",
+            &grant(theirs),
+            None,
+        )
+        .await
+        .unwrap();
+        // ...so the provider refuses (here: fails) this instance's call.
+        drop(call);
+        drop(provider);
+
+        let token = refreshing
+            .await
+            .unwrap()
+            .expect("the other instance's tokens");
+        assert_eq!(token, "theirs");
+    }
+
+    #[tokio::test]
+    async fn a_revocation_through_another_instance_between_a_read_and_a_write_is_not_lost() {
+        let store = Arc::new(TestStore::default());
+        let every = Duration::from_secs(600);
+        let here = OAuthProxy::with_purge_interval(config(), store.clone(), every)
+            .await
+            .unwrap();
+        let there = OAuthProxy::with_purge_interval(config(), store.clone(), every)
+            .await
+            .unwrap();
+        records::save(store.as_ref(), Namespace::Grants, "g1", &grant(None), None)
+            .await
+            .unwrap();
+
+        // This instance renews the grant, as every refresh does; its write is held back
+        // after its read...
+        let mut write = store.pause_next(Op::Replace(Namespace::Grants));
+        let inner = here.inner.clone();
+        let renewing = tokio::spawn(async move { endpoints::renew_grant(&inner, "g1").await });
+        write.reached().await;
+        // ...while the user signs out through the other instance, which has its own locks.
+        endpoints::revoke_grant(&there.inner, "g1").await.unwrap();
+        write.release();
+
+        assert!(
+            renewing.await.unwrap().is_err(),
+            "the renewal sees the revocation"
+        );
+        let stored: Grant = records::load(store.as_ref(), Namespace::Grants, "g1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stored.revoked, "the revocation stands");
+        assert_eq!(
+            store.calls(Op::Replace(Namespace::Grants)),
+            2,
+            "the revocation's write, and the renewal's, which lost and was not retried"
+        );
     }
 
     #[tokio::test]

@@ -164,3 +164,41 @@ pub(crate) async fn save<T: Serialize>(
     let bytes = serde_json::to_vec(value).map_err(|e| StoreError::new("encode", e.to_string()))?;
     store.put(ns, key, &bytes, ttl).await
 }
+
+/// Reads a record and changes it with `change`, then writes it back only if nobody wrote
+/// it meanwhile ([`Store::replace`]); otherwise reads it again and starts over. Another
+/// process sharing the store may write the same record at any moment (an instance revoking
+/// a grant while this one refreshes it), and an update made between our read and our write
+/// must not be lost.
+///
+/// `change` may refuse (its error is returned, nothing is written). `Ok(None)` if the
+/// record does not exist.
+pub(crate) async fn update<T, R, E>(
+    store: &dyn Store,
+    ns: Namespace,
+    key: &str,
+    ttl: Option<std::time::Duration>,
+    mut change: impl FnMut(&mut T) -> Result<R, E>,
+) -> Result<Option<R>, E>
+where
+    T: Serialize + DeserializeOwned,
+    E: From<StoreError>,
+{
+    // Each lost race means another writer succeeded, so this ends unless the record is
+    // rewritten without pause; the bound turns that into an error instead of a spin.
+    const ATTEMPTS: usize = 16;
+    for _ in 0..ATTEMPTS {
+        let Some(before) = store.get(ns, key).await? else {
+            return Ok(None);
+        };
+        let mut value: T = serde_json::from_slice(&before)
+            .map_err(|e| StoreError::new("decode", e.to_string()))?;
+        let out = change(&mut value)?;
+        let after =
+            serde_json::to_vec(&value).map_err(|e| StoreError::new("encode", e.to_string()))?;
+        if store.replace(ns, key, &before, &after, ttl).await? {
+            return Ok(Some(out));
+        }
+    }
+    Err(StoreError::new("update", "the record kept changing under this update").into())
+}

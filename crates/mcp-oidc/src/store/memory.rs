@@ -75,6 +75,24 @@ impl Store for MemoryStore {
         Box::pin(async move { r })
     }
 
+    fn replace<'a>(
+        &'a self,
+        ns: Namespace,
+        key: &'a str,
+        expected: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> StoreFuture<'a, bool> {
+        let r = self.with("replace", |m| match m.get_mut(&(ns, key.to_owned())) {
+            Some(entry) if live(entry) && entry.0 == expected => {
+                *entry = (value.to_vec(), expiry_ms(ttl));
+                true
+            }
+            _ => false,
+        });
+        Box::pin(async move { r })
+    }
+
     fn get<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
         let r = self.with("get", |m| {
             m.get(&(ns, key.to_owned()))

@@ -4,7 +4,8 @@
 //! ([`Store::take`]), which is all the proxy needs: registered clients, pending
 //! authorizations, codes, refresh-token families, encrypted upstream tokens, consents. The
 //! operations map one to one onto a networked store (Redis: `SET PX`, `SET NX PX`, `GET`,
-//! `GETDEL`, `DEL`), so several instances behind a load balancer can share one.
+//! `GETDEL`, `DEL`, and a compare-and-set script for [`Store::replace`]), so several
+//! instances behind a load balancer can share one.
 //!
 //! - [`MemoryStore`]: in process, for tests;
 //! - [`SqliteStore`]: an embedded SQLite file, the default, so a restart loses nothing.
@@ -106,6 +107,19 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         ns: Namespace,
         key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Replaces a value only if the unexpired value stored is exactly `expected`; returns
+    /// whether it did. Records that several writers may update at once (a grant, refreshed
+    /// through one instance while another revokes it) are written this way, so that no
+    /// update is lost: the writer that loses reads the record again.
+    fn replace<'a>(
+        &'a self,
+        ns: Namespace,
+        key: &'a str,
+        expected: &'a [u8],
         value: &'a [u8],
         ttl: Option<Duration>,
     ) -> StoreFuture<'a, bool>;

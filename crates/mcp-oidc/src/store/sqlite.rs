@@ -139,6 +139,32 @@ impl Store for SqliteStore {
         })
     }
 
+    fn replace<'a>(
+        &'a self,
+        ns: Namespace,
+        key: &'a str,
+        expected: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> StoreFuture<'a, bool> {
+        let (key, expected, value, exp) = (
+            key.to_owned(),
+            expected.to_vec(),
+            value.to_vec(),
+            to_i64(expiry_ms(ttl)),
+        );
+        self.run("replace", move |c| {
+            // One statement: the comparison and the write cannot be separated by another
+            // connection, in this process or another.
+            c.execute(
+                "UPDATE kv SET value = ?4, expires_at = ?5
+                 WHERE ns = ?1 AND key = ?2 AND value = ?3 AND (expires_at IS NULL OR expires_at > ?6)",
+                params![ns.as_str(), key, expected, value, exp, now()],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
     fn get<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
         let key = key.to_owned();
         self.run("get", move |c| {
@@ -226,6 +252,28 @@ mod tests {
         );
         store.delete(ns, "short").await.unwrap();
         assert_eq!(store.get(ns, "short").await.unwrap(), None);
+
+        // replace: only over the exact unexpired value.
+        store.put(ns, "g", b"v1", None).await.unwrap();
+        assert!(!store.replace(ns, "g", b"v0", b"v2", None).await.unwrap());
+        assert!(store.replace(ns, "g", b"v1", b"v2", None).await.unwrap());
+        assert!(!store.replace(ns, "g", b"v1", b"v3", None).await.unwrap());
+        assert_eq!(
+            store.get(ns, "g").await.unwrap().as_deref(),
+            Some(&b"v2"[..])
+        );
+        assert!(!store.replace(ns, "absent", b"", b"x", None).await.unwrap());
+        assert_eq!(
+            store.get(ns, "absent").await.unwrap(),
+            None,
+            "replace never inserts"
+        );
+        store
+            .put(ns, "old", b"v1", Some(Duration::from_millis(30)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(!store.replace(ns, "old", b"v1", b"v2", None).await.unwrap());
     }
 
     #[tokio::test]

@@ -32,6 +32,8 @@ pub enum Op {
     Put(Namespace),
     /// [`Store::put_if_absent`].
     PutIfAbsent(Namespace),
+    /// [`Store::replace`].
+    Replace(Namespace),
     /// [`Store::get`].
     Get(Namespace),
     /// [`Store::take`].
@@ -47,6 +49,7 @@ impl Op {
         match self {
             Op::Put(_) => "put",
             Op::PutIfAbsent(_) => "put_if_absent",
+            Op::Replace(_) => "replace",
             Op::Get(_) => "get",
             Op::Take(_) => "take",
             Op::Delete(_) => "delete",
@@ -57,6 +60,34 @@ impl Op {
 
 type Rule = Arc<dyn Fn(Op) -> bool + Send + Sync>;
 
+/// An operation held back by [`TestStore::pause_next`].
+struct Held {
+    op: Op,
+    reached: tokio::sync::oneshot::Sender<()>,
+    go: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// The handle of a paused operation: wait until the code under test reaches it, do
+/// something else meanwhile, then let it go on.
+pub struct Pause {
+    reached: tokio::sync::oneshot::Receiver<()>,
+    go: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Pause {
+    /// Waits until the operation is called (and held). Panics if the store is dropped first.
+    pub async fn reached(&mut self) {
+        (&mut self.reached)
+            .await
+            .expect("the paused operation was never called");
+    }
+
+    /// Lets the operation run.
+    pub fn release(self) {
+        let _ = self.go.send(());
+    }
+}
+
 /// A [`MemoryStore`] that counts its operations and fails those a rule picks, with a
 /// `disk I/O error` [`StoreError`].
 #[derive(Default)]
@@ -65,6 +96,7 @@ pub struct TestStore {
     calls: Mutex<HashMap<Op, u64>>,
     purged: Mutex<u64>,
     rule: Mutex<Option<Rule>>,
+    held: Mutex<Option<Held>>,
 }
 
 impl TestStore {
@@ -106,16 +138,31 @@ impl TestStore {
         });
     }
 
+    /// The next call of `op` waits, before it touches the store, until the returned
+    /// [`Pause`] is released: to put another writer's operation in between two steps of
+    /// the code under test.
+    pub fn pause_next(&self, op: Op) -> Pause {
+        let (reached_tx, reached) = tokio::sync::oneshot::channel();
+        let (go, go_rx) = tokio::sync::oneshot::channel();
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(Held {
+            op,
+            reached: reached_tx,
+            go: go_rx,
+        });
+        Pause { reached, go }
+    }
+
     /// No operation fails any more.
     pub fn heal(&self) {
         *self.rule.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
-    /// Counts `op`, then fails it if the rule says so, else runs `f`.
+    /// Counts `op`, holds it if it is paused, then fails it if the rule says so, else runs
+    /// `f`.
     fn run<'a, T: Send + 'a>(
         &'a self,
         op: Op,
-        f: impl FnOnce() -> StoreFuture<'a, T>,
+        f: impl FnOnce() -> StoreFuture<'a, T> + Send + 'a,
     ) -> StoreFuture<'a, T> {
         *self
             .calls
@@ -123,6 +170,29 @@ impl TestStore {
             .unwrap_or_else(PoisonError::into_inner)
             .entry(op)
             .or_default() += 1;
+        let held = {
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            if held.as_ref().is_some_and(|h| h.op == op) {
+                held.take()
+            } else {
+                None
+            }
+        };
+        match held {
+            Some(h) => Box::pin(async move {
+                let _ = h.reached.send(());
+                let _ = h.go.await;
+                self.fail_or(op, f).await
+            }),
+            None => self.fail_or(op, f),
+        }
+    }
+
+    fn fail_or<'a, T: Send + 'a>(
+        &'a self,
+        op: Op,
+        f: impl FnOnce() -> StoreFuture<'a, T> + Send + 'a,
+    ) -> StoreFuture<'a, T> {
         let rule = self
             .rule
             .lock()
@@ -143,7 +213,7 @@ impl Store for TestStore {
         value: &'a [u8],
         ttl: Option<Duration>,
     ) -> StoreFuture<'a, ()> {
-        self.run(Op::Put(ns), || self.inner.put(ns, key, value, ttl))
+        self.run(Op::Put(ns), move || self.inner.put(ns, key, value, ttl))
     }
 
     fn put_if_absent<'a>(
@@ -153,25 +223,38 @@ impl Store for TestStore {
         value: &'a [u8],
         ttl: Option<Duration>,
     ) -> StoreFuture<'a, bool> {
-        self.run(Op::PutIfAbsent(ns), || {
+        self.run(Op::PutIfAbsent(ns), move || {
             self.inner.put_if_absent(ns, key, value, ttl)
         })
     }
 
+    fn replace<'a>(
+        &'a self,
+        ns: Namespace,
+        key: &'a str,
+        expected: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> StoreFuture<'a, bool> {
+        self.run(Op::Replace(ns), move || {
+            self.inner.replace(ns, key, expected, value, ttl)
+        })
+    }
+
     fn get<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-        self.run(Op::Get(ns), || self.inner.get(ns, key))
+        self.run(Op::Get(ns), move || self.inner.get(ns, key))
     }
 
     fn take<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-        self.run(Op::Take(ns), || self.inner.take(ns, key))
+        self.run(Op::Take(ns), move || self.inner.take(ns, key))
     }
 
     fn delete<'a>(&'a self, ns: Namespace, key: &'a str) -> StoreFuture<'a, ()> {
-        self.run(Op::Delete(ns), || self.inner.delete(ns, key))
+        self.run(Op::Delete(ns), move || self.inner.delete(ns, key))
     }
 
     fn purge_expired(&self) -> StoreFuture<'_, u64> {
-        self.run(Op::PurgeExpired, || {
+        self.run(Op::PurgeExpired, move || {
             Box::pin(async move {
                 let n = self.inner.purge_expired().await?;
                 *self.purged.lock().unwrap_or_else(PoisonError::into_inner) += n;

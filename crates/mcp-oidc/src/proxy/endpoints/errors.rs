@@ -31,6 +31,12 @@ pub(crate) struct OAuthError {
     retry_after: Option<u64>,
 }
 
+impl From<StoreError> for OAuthError {
+    fn from(e: StoreError) -> Self {
+        Self::store(e)
+    }
+}
+
 impl OAuthError {
     /// The RFC 6749 / RFC 7591 error code.
     pub(crate) fn code(&self) -> &'static str {

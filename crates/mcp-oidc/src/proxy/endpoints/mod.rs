@@ -17,6 +17,8 @@ mod tokens;
 
 pub(crate) use clients::parse_registration;
 pub(super) use tokens::upstream_access_token;
+#[cfg(test)]
+pub(super) use tokens::{renew_grant, revoke_grant};
 
 use authorize::{authorize, callback, consent};
 use clients::register;

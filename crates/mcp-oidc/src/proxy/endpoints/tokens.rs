@@ -168,22 +168,25 @@ pub(super) async fn token(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn revoke_grant(inner: &Inner, grant_id: &str) -> Result<(), StoreError> {
+pub(in crate::proxy) async fn revoke_grant(
+    inner: &Inner,
+    grant_id: &str,
+) -> Result<(), StoreError> {
     let store = inner.store.as_ref();
     let lock = inner.grant_locks.of(grant_id);
     let _writing = lock.record.lock().await;
-    if let Some(mut grant) = records::load::<Grant>(store, Namespace::Grants, grant_id).await? {
-        grant.revoked = true;
-        grant.upstream_sealed = None;
-        records::save(
-            store,
-            Namespace::Grants,
-            grant_id,
-            &grant,
-            Some(inner.config.refresh_token_ttl),
-        )
-        .await?;
-    }
+    records::update(
+        store,
+        Namespace::Grants,
+        grant_id,
+        Some(inner.config.refresh_token_ttl),
+        |grant: &mut Grant| {
+            grant.revoked = true;
+            grant.upstream_sealed = None;
+            Ok::<_, StoreError>(())
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -392,24 +395,20 @@ async fn refresh_grant(
 
 /// Restarts the grant's lifetime: `refresh_token_ttl` is how long a sign-in lasts without
 /// use, so every refresh counts from now.
-async fn renew_grant(inner: &Inner, grant_id: &str) -> Result<(), OAuthError> {
+pub(in crate::proxy) async fn renew_grant(inner: &Inner, grant_id: &str) -> Result<(), OAuthError> {
     let store = inner.store.as_ref();
     let lock = inner.grant_locks.of(grant_id);
     let _writing = lock.record.lock().await;
-    let grant = records::load::<Grant>(store, Namespace::Grants, grant_id)
-        .await
-        .map_err(OAuthError::store)?
-        .filter(|g| !g.revoked)
-        .ok_or_else(|| OAuthError::grant("this sign-in was revoked or has expired"))?;
-    records::save(
+    let gone = || OAuthError::grant("this sign-in was revoked or has expired");
+    records::update(
         store,
         Namespace::Grants,
         grant_id,
-        &grant,
         Some(inner.config.refresh_token_ttl),
+        |grant: &mut Grant| if grant.revoked { Err(gone()) } else { Ok(()) },
     )
-    .await
-    .map_err(OAuthError::store)
+    .await?
+    .ok_or_else(gone)
 }
 
 /// A refresh token that is no longer live: a duplicate of a refresh that just happened
@@ -534,38 +533,71 @@ async fn refresh_upstream_if_needed(
     };
     let expiring = tokens.expires_at.is_some_and(|e| e <= unix_now() + 60);
     if expiring && let Some(rt) = tokens.refresh_token.clone() {
-        let fresh = inner
-            .upstream
-            .refresh(&rt)
-            .await
-            .map_err(OAuthError::upstream)?;
+        let fresh = match inner.upstream.refresh(&rt).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                // Another instance sharing the store may have just refreshed this grant
+                // with the same upstream refresh token, which the provider then refused
+                // here: what it got is in the store.
+                if let Some(theirs) = refreshed_elsewhere(inner, grant_id, sealed).await {
+                    return Ok(Some(theirs));
+                }
+                return Err(OAuthError::upstream(e));
+            }
+        };
         tokens = UpstreamTokens {
             access_token: fresh.access_token,
             refresh_token: fresh.refresh_token.or(Some(rt)),
             id_token: fresh.id_token.or(tokens.id_token),
             expires_at: fresh.expires_in.map(|e| unix_now() + e),
         };
+        // Written only over the grant as it is now: a revocation that came meanwhile,
+        // through this process or another sharing the store, is never undone.
         let _writing = lock.record.lock().await;
-        let current = records::load::<Grant>(store, Namespace::Grants, grant_id)
-            .await
-            .map_err(OAuthError::store)?;
-        let Some(mut current) = current.filter(|g| !g.revoked) else {
-            tracing::info!(grant = %grant_id, "sign-in revoked during an upstream refresh; its new tokens are dropped");
-            return Err(OAuthError::grant("this sign-in was revoked"));
-        };
-        current.upstream_sealed = seal_upstream(&inner.secrets, grant_id, &tokens);
-        records::save(
+        let sealed = seal_upstream(&inner.secrets, grant_id, &tokens);
+        let written = records::update(
             store,
             Namespace::Grants,
             grant_id,
-            &current,
             Some(inner.config.refresh_token_ttl),
+            |current: &mut Grant| {
+                if current.revoked {
+                    return Err(OAuthError::grant("this sign-in was revoked"));
+                }
+                current.upstream_sealed = sealed.clone();
+                Ok(())
+            },
         )
-        .await
-        .map_err(OAuthError::store)?;
-        tracing::debug!(grant = %grant_id, "upstream tokens refreshed");
+        .await;
+        match written {
+            Ok(Some(())) => tracing::debug!(grant = %grant_id, "upstream tokens refreshed"),
+            Ok(None) => {
+                tracing::info!(grant = %grant_id, "sign-in expired during an upstream refresh; its new tokens are dropped");
+                return Err(OAuthError::grant("this sign-in has expired"));
+            }
+            Err(e) => {
+                if !e.is_transient() {
+                    tracing::info!(grant = %grant_id, "sign-in revoked during an upstream refresh; its new tokens are dropped");
+                }
+                return Err(e);
+            }
+        }
     }
     Ok(Some(tokens))
+}
+
+/// The grant's upstream tokens if someone else replaced `ours` with tokens still fresh.
+async fn refreshed_elsewhere(inner: &Inner, grant_id: &str, ours: &str) -> Option<UpstreamTokens> {
+    let grant = records::load::<Grant>(inner.store.as_ref(), Namespace::Grants, grant_id)
+        .await
+        .ok()??;
+    let sealed = grant
+        .upstream_sealed
+        .filter(|s| !grant.revoked && s != ours)?;
+    let plain = inner.secrets.open(grant_id, &sealed).ok()?;
+    let tokens = serde_json::from_slice::<UpstreamTokens>(&plain).ok()?;
+    let fresh = tokens.expires_at.is_none_or(|e| e > unix_now() + 60);
+    fresh.then_some(tokens)
 }
 
 pub(in crate::proxy) async fn upstream_access_token(
