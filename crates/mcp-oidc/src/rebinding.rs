@@ -5,7 +5,8 @@
 //! service, that is after the bearer layer: a page on a foreign origin sending no token
 //! would get a 401 challenge, and one sending a token would cost a verification first.
 //! This layer gives the same decisions (rmcp's rules, on the same lists) before anything
-//! else runs; rmcp's own check stays behind it.
+//! else runs. Behind it, rmcp is given empty lists so as not to repeat the work; it still
+//! refuses a missing or malformed `Host`.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};

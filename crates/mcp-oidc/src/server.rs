@@ -294,10 +294,20 @@ impl McpOidc {
     }
 
     fn transport_config(&self) -> StreamableHttpServerConfig {
-        let (hosts, origins) = self.allowed_hosts_and_origins();
-        StreamableHttpServerConfig::default()
-            .with_allowed_hosts(hosts)
-            .with_allowed_origins(origins)
+        let config = if self.auth_enabled {
+            // The Host/Origin layer ahead of the bearer layer applies these lists to every
+            // request of the MCP route; rmcp would only repeat it (parsing every entry of
+            // both lists on every request). It still refuses a malformed or missing Host.
+            StreamableHttpServerConfig::default()
+                .disable_allowed_hosts()
+                .with_allowed_origins(Vec::<String>::new())
+        } else {
+            let (hosts, origins) = self.allowed_hosts_and_origins();
+            StreamableHttpServerConfig::default()
+                .with_allowed_hosts(hosts)
+                .with_allowed_origins(origins)
+        };
+        config
             .with_legacy_session_mode(self.stateful)
             .with_json_response(self.json_response)
             .with_max_request_body_bytes(self.max_body_bytes)

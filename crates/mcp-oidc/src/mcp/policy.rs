@@ -54,6 +54,9 @@ pub enum Decision {
 #[derive(Clone, Default, Debug)]
 pub struct ToolPolicies {
     rules: Arc<HashMap<String, ToolRequirement>>,
+    /// A searcher for each ruled tool's name, built once: building one costs more than
+    /// searching a request body with it.
+    names: Arc<[memchr::memmem::Finder<'static>]>,
 }
 
 impl ToolPolicies {
@@ -63,6 +66,15 @@ impl ToolPolicies {
     }
 
     fn entry(&mut self, tool: &str) -> &mut ToolRequirement {
+        if !self.rules.contains_key(tool) {
+            self.names = self
+                .rules
+                .keys()
+                .map(String::as_str)
+                .chain([tool])
+                .map(|name| memchr::memmem::Finder::new(name.as_bytes()).into_owned())
+                .collect();
+        }
         Arc::make_mut(&mut self.rules)
             .entry(tool.to_owned())
             .or_insert_with(|| ToolRequirement {
@@ -132,6 +144,14 @@ impl ToolPolicies {
         self.decide(tool, token) == Decision::Allow
     }
 
+    /// Whether `token` may use every tool that has a rule: then no request of its caller
+    /// can be refused by one, and the bearer layer need not read the request bodies.
+    pub(crate) fn allow_all(&self, token: &AccessToken) -> bool {
+        self.rules
+            .keys()
+            .all(|tool| self.decide(tool, token) == Decision::Allow)
+    }
+
     /// Whether a JSON request `body` may call a tool that has a rule; `false` is certain.
     ///
     /// Without a backslash in the body no JSON string in it is escaped, so a string equal
@@ -139,10 +159,7 @@ impl ToolPolicies {
     /// parsing the bodies that cannot concern a rule, which is most of them.
     pub(crate) fn may_concern(&self, body: &[u8]) -> bool {
         memchr::memchr(b'\\', body).is_some()
-            || self
-                .rules
-                .keys()
-                .any(|name| memchr::memmem::find(body, name.as_bytes()).is_some())
+            || self.names.iter().any(|name| name.find(body).is_some())
     }
 }
 
@@ -163,5 +180,38 @@ mod tests {
         // The same call with the name escaped: no literal match, but the backslash tells.
         assert!(rules.may_concern(call(r"write\u005fnote").as_bytes()));
         assert!(!ToolPolicies::new().may_concern(call("write_note").as_bytes()));
+        // A rule added later is searched for too.
+        let more = rules.require_scopes("purge", ["mcp:admin"]);
+        assert!(more.may_concern(call("purge").as_bytes()));
+        assert!(more.may_concern(call("write_note").as_bytes()));
+    }
+
+    fn caller(claims: serde_json::Value) -> AccessToken {
+        let serde_json::Value::Object(claims) = claims else {
+            panic!("claims must be an object")
+        };
+        AccessToken::from_claims(
+            crate::types::BearerToken::new("t"),
+            crate::token::TokenSource::Jwt,
+            &crate::types::IssuerUrl::from("https://idp"),
+            claims,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn allow_all_holds_only_for_a_caller_every_rule_lets_through() {
+        let rules = ToolPolicies::new()
+            .require_scopes("write_note", ["mcp:write"])
+            .require_claim("report", "role is admin", |t| {
+                t.claim_str("role") == Some("admin")
+            });
+        let full = caller(serde_json::json!({"sub": "a", "scope": "mcp:write", "role": "admin"}));
+        let no_scope = caller(serde_json::json!({"sub": "a", "role": "admin"}));
+        let no_role = caller(serde_json::json!({"sub": "a", "scope": "mcp:write"}));
+        assert!(rules.allow_all(&full));
+        assert!(!rules.allow_all(&no_scope));
+        assert!(!rules.allow_all(&no_role));
+        assert!(ToolPolicies::new().allow_all(&no_role));
     }
 }
