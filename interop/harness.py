@@ -1,5 +1,7 @@
 """Runs the interop scenarios, each in its own process group with a hard timeout, and prints
-`PASS name` / `FAIL name: reason` per scenario and `N passed, N failed` at the end.
+`PASS name` / `FAIL name: reason` per scenario and `N passed, N failed` at the end. A failed
+scenario is run once more (`RETRY name: ...`, with the end of its logs); it passes only if
+that attempt passes, and the summary names it.
 
     harness.py [SCENARIO...]     (called by interop/run after the installs and the build)
     harness.py --list            the scenario names
@@ -8,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,6 +114,15 @@ def run_one(name: str, script: str, timeout: int) -> tuple[bool, str, float]:
     return False, f"{reason} (log {out_path.relative_to(ROOT)})", elapsed
 
 
+def print_log_tails(log_dir: Path, lines: int = 25) -> None:
+    """The end of every log a failed scenario left: CI keeps the output, not the files."""
+    for path in sorted(log_dir.glob("*.log")):
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+        print(f"  --- last {len(tail)} lines of {path.relative_to(ROOT)}", flush=True)
+        for line in tail:
+            print(f"  | {line[:300]}", flush=True)
+
+
 def main(argv: list[str]) -> int:
     if argv == ["--list"]:
         print("\n".join(SCENARIOS))
@@ -125,11 +137,26 @@ def main(argv: list[str]) -> int:
         failed += 1
     known = known_failures()
     known_failed = 0
+    flaky: list[str] = []
     started = time.monotonic()
     times = []
     for name in [n for n in names if n in SCENARIOS]:
         script, timeout = SCENARIOS[name]
         ok, reason, elapsed = run_one(name, script, timeout)
+        if not ok and name not in known:
+            # Third-party clients on a loaded two-CPU machine fail now and then for reasons
+            # of their own timing. One more attempt decides, and the first failure is shown
+            # in full: a fault of ours fails twice, and a flaky one stays visible.
+            print(f"RETRY {name}: first attempt failed: {reason}", flush=True)
+            print_log_tails(LOGS / name)
+            first = LOGS / f"{name}.first-attempt"
+            if first.exists():
+                shutil.rmtree(first)
+            (LOGS / name).rename(first)
+            ok, reason, elapsed_again = run_one(name, script, timeout)
+            elapsed += elapsed_again
+            if ok:
+                flaky.append(name)
         times.append(f"{name} {elapsed:.1f}s")
         # Scenarios print `REPORT: ...` lines worth showing (e.g. conformance totals).
         log_text = (LOGS / name / "scenario.log").read_text(errors="replace") if (LOGS / name / "scenario.log").exists() else ""
@@ -150,6 +177,7 @@ def main(argv: list[str]) -> int:
         else:
             failed += 1
             print(f"FAIL {name}: {reason}", flush=True)
+            print_log_tails(LOGS / name)
     if known_failed:
         print(f"{known_failed} known failure(s) tracked in interop/known-failures.txt (not counted below)",
               flush=True)
@@ -157,6 +185,8 @@ def main(argv: list[str]) -> int:
     if os.environ.get("INTEROP_STARTED_AT"):
         total = time.time() - float(os.environ["INTEROP_STARTED_AT"])
         print(f"timing: total {total:.0f}s (installs, build and scenarios)", flush=True)
+    if flaky:
+        print(f"passed only on a second attempt (see RETRY above): {', '.join(flaky)}", flush=True)
     print(f"{passed} passed, {failed} failed", flush=True)
     return 1 if failed else 0
 
