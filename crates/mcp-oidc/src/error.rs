@@ -113,8 +113,11 @@ pub enum AuthError {
     #[error("session not found")]
     SessionNotFound,
     /// The request body is larger than allowed: 413.
-    #[error("request body too large")]
-    PayloadTooLarge,
+    #[error("the request body is larger than the {limit} bytes this server accepts")]
+    PayloadTooLarge {
+        /// The configured limit, in bytes.
+        limit: usize,
+    },
 }
 
 impl From<VerifyError> for AuthError {

@@ -123,7 +123,7 @@ impl Metrics {
             AuthError::InvalidToken(_) => "invalid_token",
             AuthError::InsufficientScope { .. } => "insufficient_scope",
             AuthError::SessionNotFound => "session_not_found",
-            AuthError::PayloadTooLarge => "payload_too_large",
+            AuthError::PayloadTooLarge { .. } => "payload_too_large",
             AuthError::Unavailable(_) => "unavailable",
         });
     }
@@ -227,7 +227,7 @@ mod tests {
         m.passed();
         m.passed();
         m.refused(&AuthError::MissingToken);
-        m.refused(&AuthError::PayloadTooLarge);
+        m.refused(&AuthError::PayloadTooLarge { limit: 1 });
         m.cache_lookup(true);
         m.cache_lookup(false);
         m.cache_lookup(false);

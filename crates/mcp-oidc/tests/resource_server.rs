@@ -899,6 +899,81 @@ async fn stateless_json_mode_serves_a_bare_tools_call() {
     );
 }
 
+/// Sends `body` in HTTP/1.1 chunks (no `Content-Length`) and returns the status and body.
+async fn post_chunked(url: &str, authorization: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = reqwest::Url::parse(url).unwrap();
+    let host = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let mut request = format!(
+        "POST {} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {authorization}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        url.path()
+    );
+    for chunk in body.as_bytes().chunks(1000) {
+        request.push_str(&format!("{:x}\r\n", chunk.len()));
+        request.push_str(std::str::from_utf8(chunk).unwrap());
+        request.push_str("\r\n");
+    }
+    request.push_str("0\r\n\r\n");
+    // The server may answer and close before reading everything: a failed write is fine.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
+#[tokio::test]
+async fn an_oversized_body_gets_the_same_json_413_whether_or_not_a_tool_rule_reads_it() {
+    let issuer = TestIssuer::start().await;
+    let url = issuer.url.clone();
+    let served = serve_probe(
+        |r| Arc::new(jwt_verifier(&url, r.resource(), JwksSettings::default())),
+        |s| s.stateless(true).max_body_bytes(2048),
+    )
+    .await;
+    let narrow = format!(
+        "Bearer {}",
+        issuer.rs256(&issuer.claims("alice", &served.mcp_url))
+    );
+    let mut wide_claims = issuer.claims("alice", &served.mcp_url);
+    wide_claims["scope"] = json!("openid mcp:write");
+    let wide = format!("Bearer {}", issuer.rs256(&wide_claims));
+    let big = call("process_data", json!({"data": "x".repeat(4096)}));
+    let small = call("process_data", json!({"data": "x"}));
+
+    // The narrow token's bodies are read for the tool rule; the wide token's are not.
+    for auth in [&narrow, &wide] {
+        let r = post(&served.mcp_url, Some(auth), &big).await;
+        assert_eq!(r.status(), 413);
+        assert!(header(&r, "content-type").starts_with("application/json"));
+        let body = json_body(r).await;
+        assert_eq!(body["error"], "invalid_request");
+        assert_eq!(
+            body["error_description"],
+            "the request body is larger than the 2048 bytes this server accepts"
+        );
+
+        let (status, answer) = post_chunked(&served.mcp_url, auth, &big).await;
+        assert_eq!(status, 413, "{answer}");
+        assert!(answer.contains("\"error\":\"invalid_request\""), "{answer}");
+
+        let (status, answer) = post_chunked(&served.mcp_url, auth, &small).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer.contains("Processing for user: alice"), "{answer}");
+    }
+    assert_eq!(served.calls.load(Ordering::SeqCst), 2);
+
+    // Without a valid token the size is never looked at: the caller learns only the 401.
+    let r = post(&served.mcp_url, Some("Bearer nope"), &big).await;
+    assert_eq!(r.status(), 401);
+}
+
 #[tokio::test]
 async fn several_issuers_are_routed_by_iss_and_strangers_are_refused() {
     let a = TestIssuer::start().await;

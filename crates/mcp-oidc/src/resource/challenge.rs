@@ -79,7 +79,9 @@ pub fn error_response(error: &AuthError, resource: &ProtectedResource) -> Respon
             *response.status_mut() = StatusCode::NOT_FOUND;
             return response;
         }
-        AuthError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", None),
+        AuthError::PayloadTooLarge { .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", None)
+        }
     };
     let body = serde_json::to_string(&ErrorBody {
         error: code,

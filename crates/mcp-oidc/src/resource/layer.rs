@@ -34,7 +34,7 @@ pub struct LayerSettings {
     pub tool_policies: ToolPolicies,
     /// Session bindings; `None` for stateless servers.
     pub sessions: Option<SessionBindings>,
-    /// Largest request body read when a tool rule has to be checked.
+    /// Largest request body accepted; a larger one gets 413 with a JSON error body.
     pub max_body_bytes: usize,
     /// How many refusals per second are logged in full (default 20). Beyond that they are
     /// counted and summed up in one line, so a flood of bad requests cannot flood the log
@@ -291,16 +291,31 @@ async fn authorize(
     }
 
     let policies = &shared.settings.tool_policies;
+    let limit = shared.settings.max_body_bytes;
+    // A declared length over the limit is refused here, so that every oversized body gets
+    // the same JSON 413 whichever path below it would take (rmcp's own is plain text).
+    let declared = match parts.headers.get(http::header::CONTENT_LENGTH) {
+        Some(v) => Some(v.to_str().ok().and_then(|v| v.parse::<u64>().ok()).ok_or(
+            AuthError::InvalidRequest("the Content-Length header is not a number"),
+        )?),
+        None => None,
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(AuthError::PayloadTooLarge { limit });
+    }
     // A caller allowed every ruled tool cannot be refused by a rule: its bodies are not
     // read here (the common case for a full-scope token saves a buffering and a scan).
-    let body = if policies.is_empty() || parts.method != Method::POST || policies.allow_all(&access)
-    {
+    let must_check =
+        parts.method == Method::POST && !policies.is_empty() && !policies.allow_all(&access);
+    // A body of undeclared length (chunked) is read here all the same, to hold it to the
+    // limit before anything further in sees it.
+    let body = if parts.method != Method::POST || (declared.is_some() && !must_check) {
         body
     } else {
-        let bytes = axum::body::to_bytes(body, shared.settings.max_body_bytes)
+        let bytes = axum::body::to_bytes(body, limit)
             .await
-            .map_err(|_| AuthError::PayloadTooLarge)?;
-        if shared.settings.tool_policies.may_concern(&bytes) {
+            .map_err(|_| AuthError::PayloadTooLarge { limit })?;
+        if must_check && policies.may_concern(&bytes) {
             // A body naming a ruled tool that does not parse strictly (a member given twice,
             // say) could be read differently further in (rmcp keeps the last duplicate):
             // it is refused rather than let through unchecked.
