@@ -1164,6 +1164,30 @@ async fn a_client_cannot_revoke_another_clients_tokens() {
 }
 
 #[tokio::test]
+async fn a_revoked_token_is_refused_on_its_next_request_though_it_was_served_before() {
+    let s = stack().await;
+    // Revoking the access token itself, then the refresh token of another sign-in: each
+    // ends its grant, and the access token already verified (and cached) stops working.
+    for revoke in ["access_token", "refresh_token"] {
+        let (client_id, code, p) = code_for(&s).await;
+        let (status, tokens) = exchange(&s, &client_id, &code, &p).await;
+        assert_eq!(status, 200, "{tokens}");
+        let access = tokens["access_token"].as_str().unwrap();
+        assert_eq!(mcp_status(&s.mcp, access).await, 200);
+        assert_eq!(
+            mcp_status(&s.mcp, access).await,
+            200,
+            "served from the cache"
+        );
+        let token = tokens[revoke].as_str().unwrap();
+        let (status, _) =
+            revoke_request(&s.base, &[("token", token), ("client_id", &client_id)]).await;
+        assert_eq!(status, 200);
+        assert_eq!(mcp_status(&s.mcp, access).await, 401, "{revoke} revoked");
+    }
+}
+
+#[tokio::test]
 async fn an_overlong_state_is_refused_and_the_longest_allowed_is_accepted() {
     let s = stack().await;
     let client = register(&s.base, json!({})).await;

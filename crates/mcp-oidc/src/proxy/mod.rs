@@ -21,6 +21,7 @@ mod signing;
 mod upstream;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -167,6 +168,11 @@ pub(crate) struct Inner {
     pub prefix: String,
     pub verifier: JwtVerifier,
     pub grant_locks: GrantLocks,
+    /// Grants revoked by this process. Part of the verifier's key set version, so that
+    /// each revocation empties the server's verified-token cache at once: an access token
+    /// of the revoked grant already served is refused on its next request, here, not when
+    /// its cache entry lapses.
+    pub revocations: AtomicU64,
 }
 
 /// Locks per grant, within this process. Bounded: a grant unused for ten minutes, or one
@@ -279,6 +285,7 @@ impl OAuthProxy {
                 prefix,
                 verifier,
                 grant_locks: GrantLocks::new(),
+                revocations: AtomicU64::new(0),
                 config,
             }),
         };
@@ -404,7 +411,12 @@ impl TokenVerifier for ProxyTokenVerifier {
         vec![IssuerUrl::new(self.inner.config.issuer.clone())]
     }
     fn key_set_version(&self) -> u64 {
-        self.inner.verifier.key_set_version()
+        // Both only grow, so the sum moves whenever either does.
+        let revocations = self.inner.revocations.load(Ordering::Acquire);
+        self.inner
+            .verifier
+            .key_set_version()
+            .wrapping_add(revocations)
     }
 }
 

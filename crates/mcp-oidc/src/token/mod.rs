@@ -87,10 +87,12 @@ pub trait TokenVerifier: Send + Sync + 'static {
     }
 
     /// A number that changes whenever the keys this verifier trusts change (a key added,
-    /// removed or replaced at the provider). A [`TokenCache`] entry made under another
-    /// version is not used: a token signed by a key the provider has withdrawn is refused
-    /// as soon as the new key set is loaded, and a refusal remembered under the old keys
-    /// is checked again. Verifiers without fetched keys keep the default, 0.
+    /// removed or replaced at the provider), or anything else that can change its answer
+    /// for a token it has already answered (the OAuth proxy's verifier counts revoked
+    /// grants here). A [`TokenCache`] entry made under another version is not used: a
+    /// token signed by a key the provider has withdrawn is refused as soon as the new key
+    /// set is loaded, and a refusal remembered under the old keys is checked again.
+    /// Verifiers without fetched keys keep the default, 0.
     fn key_set_version(&self) -> u64 {
         0
     }

@@ -187,6 +187,9 @@ pub(in crate::proxy) async fn revoke_grant(
         },
     )
     .await?;
+    inner
+        .revocations
+        .fetch_add(1, std::sync::atomic::Ordering::Release);
     Ok(())
 }
 
