@@ -57,9 +57,15 @@ async fn serve(settings: Settings) -> (String, tokio::task::JoinHandle<std::io::
 }
 
 async fn stack() -> Stack {
+    stack_with(|_| {}).await
+}
+
+/// [`stack`] with the proxy's configuration changed by `edit`.
+async fn stack_with(edit: impl FnOnce(&mut Settings)) -> Stack {
     let idp = start_idp().await;
-    let port = free_port();
-    let (base, server) = serve(proxy_settings(&idp.issuer(), port, None)).await;
+    let mut settings = proxy_settings(&idp.issuer(), free_port(), None);
+    edit(&mut settings);
+    let (base, server) = serve(settings).await;
     Stack {
         idp_issuer: idp.issuer(),
         _idp: Some(idp),
@@ -96,6 +102,24 @@ fn person() -> Person {
     }
 }
 
+/// An HTTP client that follows no redirects, to play a browser step by step.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A [`stack`], a client registered with it, and an HTTP client that follows no redirects
+/// (to play a browser step by step).
+async fn stack_with_client() -> (Stack, String, reqwest::Client) {
+    let s = stack().await;
+    let client = register(&s.base, json!({})).await;
+    let id = client["client_id"].as_str().unwrap().to_owned();
+    let http = no_redirects();
+    (s, id, http)
+}
+
 /// Registers a client and walks the whole flow; returns (client_id, code, pkce).
 async fn code_for(s: &Stack) -> (String, String, Pkce) {
     code_for_pkce(s, pkce()).await
@@ -105,10 +129,16 @@ async fn code_for(s: &Stack) -> (String, String, Pkce) {
 async fn code_for_pkce(s: &Stack, p: Pkce) -> (String, String, Pkce) {
     let client = register(&s.base, json!({})).await;
     let client_id = client["client_id"].as_str().unwrap().to_owned();
+    let code = sign_in(s, &client_id, &p).await;
+    (client_id, code, p)
+}
+
+/// Walks a browser through the sign-in of the client `client_id`; returns the code.
+async fn sign_in(s: &Stack, client_id: &str, p: &Pkce) -> String {
     let mut browser = Browser::new();
     let back = browser
         .sign_in(
-            &authorize_url(&s.base, &client_id, &p.challenge),
+            &authorize_url(&s.base, client_id, &p.challenge),
             REDIRECT,
             &person(),
         )
@@ -119,7 +149,7 @@ async fn code_for_pkce(s: &Stack, p: Pkce) -> (String, String, Pkce) {
         Some("client-state")
     );
     assert_eq!(back.params.get("iss"), Some(&s.base), "RFC 9207 iss");
-    (client_id, back.params["code"].clone(), p)
+    back.params["code"].clone()
 }
 
 async fn exchange(s: &Stack, client_id: &str, code: &str, p: &Pkce) -> (u16, Value) {
@@ -236,22 +266,12 @@ async fn unregistered_redirect_uri_gets_an_error_page_and_is_never_followed() {
     let url = authorize_url(&s.base, client["client_id"].as_str().unwrap(), &p.challenge)
         .replace("7777%2Fcallback", "7777%2Fother");
     let url = url.replace("127.0.0.1%3A7777", "evil.example");
-    let r = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .get(&url)
-        .send()
-        .await
-        .unwrap();
+    let r = no_redirects().get(&url).send().await.unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.headers().get("location").is_none());
     assert_eq!(r.headers()["x-frame-options"], "DENY");
     // Unknown clients likewise.
-    let r = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    let r = no_redirects()
         .get(authorize_url(&s.base, "no-such-client", &p.challenge))
         .send()
         .await
@@ -261,14 +281,7 @@ async fn unregistered_redirect_uri_gets_an_error_page_and_is_never_followed() {
 }
 
 async fn authorize_redirect(url: &str) -> HashMap<String, String> {
-    let r = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .get(url)
-        .send()
-        .await
-        .unwrap();
+    let r = no_redirects().get(url).send().await.unwrap();
     assert_eq!(r.status(), 302, "{url}");
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     assert!(loc.starts_with(REDIRECT), "{loc}");
@@ -370,13 +383,7 @@ async fn wrong_verifier_code_replay_and_foreign_client_get_invalid_grant() {
 
 #[tokio::test]
 async fn tampered_state_and_skipped_or_forged_consent_are_refused() {
-    let s = stack().await;
-    let client = register(&s.base, json!({})).await;
-    let id = client["client_id"].as_str().unwrap().to_owned();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let (s, id, http) = stack_with_client().await;
 
     // A callback with a made-up state.
     let r = http
@@ -638,10 +645,7 @@ async fn a_metadata_document_client_id_on_a_loopback_address_is_refused() {
     let docs = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let s = stack().await;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
     let p = pkce();
     for client_id in [
         format!("https://localhost:{port}/client.json"),
@@ -818,48 +822,14 @@ async fn a_locked_database_gives_a_clear_503_and_loses_nothing() {
 
 #[tokio::test]
 async fn a_callback_naming_another_issuer_is_a_mix_up_and_issues_nothing() {
-    let s = stack().await;
-    let client = register(&s.base, json!({})).await;
-    let id = client["client_id"].as_str().unwrap().to_owned();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let (s, id, http) = stack_with_client().await;
     // Another server, and the provider's own name with a slash added: RFC 9207 compares
     // issuers as plain strings.
     let slash = format!("{}/", s.idp_issuer);
     let mut spent = Vec::new();
     for claimed in ["https://evil.example", slash.as_str()] {
-        let p = pkce();
         // Consent properly, in one browser...
-        let page = http
-            .get(authorize_url(&s.base, &id, &p.challenge))
-            .send()
-            .await
-            .unwrap();
-        let cookie = first_cookie(&page);
-        let html = page.text().await.unwrap();
-        let field = |name: &str| form_field(&html, name);
-        let r = http
-            .post(format!("{}/consent", s.base))
-            .header("cookie", &cookie)
-            .form(&[
-                ("transaction", field("transaction").as_str()),
-                ("csrf_token", field("csrf_token").as_str()),
-                ("decision", "approve"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 302);
-        let binding = first_cookie(&r);
-        let upstream = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-        let state: String = upstream
-            .query_pairs()
-            .find(|(k, _)| k == "state")
-            .unwrap()
-            .1
-            .into_owned();
+        let (state, binding) = consent_in_one_browser(&s, &http, &id).await;
         // ...then the response comes back claiming to be from another authorization server.
         let r = http
             .get(callback_url(
@@ -874,13 +844,7 @@ async fn a_callback_naming_another_issuer_is_a_mix_up_and_issues_nothing() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 302);
-        let back = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-        let q: HashMap<String, String> = back
-            .query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        assert!(back.as_str().starts_with(REDIRECT));
+        let q = back_to_client(&r);
         assert_eq!(q["error"], "access_denied");
         assert_eq!(q["iss"], s.base);
         assert!(!q.contains_key("code"), "no code is issued");
@@ -895,6 +859,104 @@ async fn a_callback_naming_another_issuer_is_a_mix_up_and_issues_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+}
+
+/// Opens `/authorize` for `client_id` and approves the consent page in one browser (no
+/// redirects followed); returns the state sent to the upstream provider and the browser's
+/// binding cookie.
+async fn consent_in_one_browser(
+    s: &Stack,
+    http: &reqwest::Client,
+    client_id: &str,
+) -> (String, String) {
+    let p = pkce();
+    let page = http
+        .get(authorize_url(&s.base, client_id, &p.challenge))
+        .send()
+        .await
+        .unwrap();
+    let cookie = first_cookie(&page);
+    let html = page.text().await.unwrap();
+    let field = |name: &str| form_field(&html, name);
+    let r = http
+        .post(format!("{}/consent", s.base))
+        .header("cookie", &cookie)
+        .form(&[
+            ("transaction", field("transaction").as_str()),
+            ("csrf_token", field("csrf_token").as_str()),
+            ("decision", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let binding = first_cookie(&r);
+    let upstream = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let state = upstream
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    (state, binding)
+}
+
+#[tokio::test]
+async fn a_callback_from_another_browser_or_without_the_providers_iss_issues_nothing() {
+    let (s, id, http) = stack_with_client().await;
+
+    // Login CSRF: a callback URL opened in a browser that did not give the consent (no
+    // binding cookie, or another sign-in's) gets an error page, not a redirect.
+    let (_, other_binding) = consent_in_one_browser(&s, &http, &id).await;
+    for cookie in [None, Some(other_binding.as_str())] {
+        let (state, _) = consent_in_one_browser(&s, &http, &id).await;
+        let mut request = http.get(callback_url(
+            &s.base,
+            &[
+                ("code", "some-code"),
+                ("state", &state),
+                ("iss", &s.idp_issuer),
+            ],
+        ));
+        if let Some(c) = cookie {
+            request = request.header("cookie", c);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), 403, "{cookie:?}");
+        assert!(r.headers().get("location").is_none());
+        assert!(r.text().await.unwrap().contains("another browser"));
+    }
+
+    // RFC 9207: the provider says it names itself in its responses; one that does not is
+    // refused, back to the client with its state.
+    let (state, binding) = consent_in_one_browser(&s, &http, &id).await;
+    let r = http
+        .get(callback_url(
+            &s.base,
+            &[("code", "some-code"), ("state", &state)],
+        ))
+        .header("cookie", &binding)
+        .send()
+        .await
+        .unwrap();
+    let q = back_to_client(&r);
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(
+        q["error_description"],
+        "the identity provider's response lacks its issuer"
+    );
+    assert_eq!(q["state"], "client-state");
+    assert!(!q.contains_key("code"), "no code is issued");
+}
+
+/// The query of the redirect `r` makes to the client's redirect URI (asserting it is one).
+fn back_to_client(r: &reqwest::Response) -> HashMap<String, String> {
+    assert_eq!(r.status(), 302);
+    let back = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(back.as_str().starts_with(REDIRECT), "{back}");
+    back.query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 fn callback_url(base: &str, params: &[(&str, &str)]) -> String {
@@ -981,18 +1043,7 @@ async fn a_plain_oauth_provider_like_github_works_through_explicit_endpoints() {
 
 #[tokio::test]
 async fn remembered_consent_skips_the_page_for_the_same_user_and_client_only() {
-    let idp = start_idp().await;
-    let port = free_port();
-    let mut settings = proxy_settings(&idp.issuer(), port, None);
-    settings.remember_consent = Some(true);
-    let (base, server) = serve(settings).await;
-    let s = Stack {
-        idp_issuer: idp.issuer(),
-        _idp: Some(idp),
-        mcp: format!("{base}/mcp"),
-        base,
-        server: Some(server),
-    };
+    let s = stack_with(|settings| settings.remember_consent = Some(true)).await;
     let client = register(&s.base, json!({})).await;
     let id = client["client_id"].as_str().unwrap().to_owned();
     let consent_posts = |b: &Browser| b.visited.iter().filter(|u| u.ends_with("/consent")).count();
@@ -1187,6 +1238,174 @@ async fn a_revoked_token_is_refused_on_its_next_request_though_it_was_served_bef
     }
 }
 
+/// A POST of `form` to `{base}/{endpoint}` with HTTP Basic client credentials: the status,
+/// the `WWW-Authenticate` header and the JSON body.
+async fn post_with_basic(
+    base: &str,
+    endpoint: &str,
+    (id, secret): (&str, &str),
+    form: &[(&str, &str)],
+) -> (u16, String, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/{endpoint}"))
+        .basic_auth(id, Some(secret))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (
+        r.status().as_u16(),
+        challenge,
+        r.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// The code exchange of `client_id` for `code`, with `extra` form fields.
+fn exchange_form<'a>(
+    s: &'a Stack,
+    client_id: &'a str,
+    code: &'a str,
+    p: &'a Pkce,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", REDIRECT),
+        ("client_id", client_id),
+        ("code_verifier", p.verifier.as_str()),
+        ("resource", s.mcp.as_str()),
+    ];
+    form.extend_from_slice(extra);
+    form
+}
+
+/// Checks that `client_id` (whose secret is `secret`) is refused at `/token` and `/revoke`
+/// without its secret or with a wrong one, and served with it, by form and by Basic.
+async fn assert_secret_is_required(s: &Stack, client_id: &str, secret: &str) {
+    let p = pkce();
+    let code = sign_in(s, client_id, &p).await;
+    for extra in [
+        vec![],
+        vec![("client_secret", "wrong")],
+        vec![("client_secret", "")],
+    ] {
+        let (status, body) =
+            token_request(&s.base, &exchange_form(s, client_id, &code, &p, &extra)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{extra:?}: {body}"
+        );
+    }
+    let (status, challenge, body) = post_with_basic(
+        &s.base,
+        "token",
+        (client_id, "wrong"),
+        &exchange_form(s, client_id, &code, &p, &[]),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    assert!(challenge.starts_with("Basic"), "{challenge}");
+
+    // The refusals did not spend the code.
+    let (status, challenge, tokens) = post_with_basic(
+        &s.base,
+        "token",
+        (client_id, secret),
+        &exchange_form(s, client_id, &code, &p, &[]),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert!(challenge.is_empty());
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    assert_eq!(mcp_status(&s.mcp, access).await, 200);
+
+    // Revocation needs the secret too: without it nothing is revoked.
+    for form in [
+        vec![("token", refresh), ("client_id", client_id)],
+        vec![
+            ("token", refresh),
+            ("client_id", client_id),
+            ("client_secret", "wrong"),
+        ],
+    ] {
+        let (status, body) = revoke_request(&s.base, &form).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{body}"
+        );
+    }
+    assert_eq!(mcp_status(&s.mcp, access).await, 200, "nothing revoked");
+    let (status, _) = revoke_request(
+        &s.base,
+        &[
+            ("token", refresh),
+            ("client_id", client_id),
+            ("client_secret", secret),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        mcp_status(&s.mcp, access).await,
+        401,
+        "revoked with the secret"
+    );
+}
+
+#[tokio::test]
+async fn a_registered_confidential_client_must_present_its_secret_at_token_and_revoke() {
+    let s = stack().await;
+    let client = register(
+        &s.base,
+        json!({"token_endpoint_auth_method": "client_secret_post"}),
+    )
+    .await;
+    assert_eq!(client["token_endpoint_auth_method"], "client_secret_post");
+    let secret = client["client_secret"].as_str().unwrap();
+    assert!(
+        secret.len() >= 32,
+        "a secret of {} characters",
+        secret.len()
+    );
+    assert_secret_is_required(&s, client["client_id"].as_str().unwrap(), secret).await;
+}
+
+#[tokio::test]
+async fn a_client_preregistered_in_the_config_file_signs_in_and_must_present_its_secret() {
+    let file: Settings = toml::from_str(
+        r#"
+        [[clients]]
+        client_id = "ops-console"
+        client_secret = "a-secret-of-the-ops-console-0123456789"
+        redirect_uris = ["http://127.0.0.1:7777/callback"]
+        name = "Ops console"
+        "#,
+    )
+    .unwrap();
+    let s = stack_with(|settings| settings.clients = file.clients).await;
+    assert_secret_is_required(&s, "ops-console", "a-secret-of-the-ops-console-0123456789").await;
+
+    // Its redirect URIs are the configured ones: another is refused on an error page.
+    let p = pkce();
+    let url = authorize_url(&s.base, "ops-console", &p.challenge)
+        .replace("7777%2Fcallback", "7777%2Fother");
+    let r = no_redirects().get(url).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+}
+
 #[tokio::test]
 async fn an_overlong_state_is_refused_and_the_longest_allowed_is_accepted() {
     let s = stack().await;
@@ -1200,10 +1419,7 @@ async fn an_overlong_state_is_refused_and_the_longest_allowed_is_accepted() {
     let q = authorize_redirect(&with_state(&"s".repeat(2049))).await;
     assert_eq!(q["error"], "invalid_request");
     assert_eq!(q["iss"], s.base);
-    let page = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    let page = no_redirects()
         .get(with_state(&"s".repeat(2048)))
         .send()
         .await
@@ -1697,10 +1913,7 @@ async fn an_authorization_request_repeating_a_parameter_gets_an_error_page_and_n
     let client = register(&s.base, json!({})).await;
     let id = client["client_id"].as_str().unwrap();
     let p = pkce();
-    let no_redirects = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let no_redirects = no_redirects();
     let url = authorize_url(&s.base, id, &p.challenge);
     for extra in [
         "&redirect_uri=https%3A%2F%2Fevil.example%2Fcb",
@@ -1725,10 +1938,7 @@ async fn two_sign_ins_at_once_in_one_browser_both_pass_the_consent_page() {
     let s = stack().await;
     let client = register(&s.base, json!({})).await;
     let id = client["client_id"].as_str().unwrap();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
     // The browser's cookie jar: a cookie replaces the one of the same name.
     let mut jar: HashMap<String, String> = HashMap::new();
     let mut pages = Vec::new();
