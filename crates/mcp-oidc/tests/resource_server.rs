@@ -1079,6 +1079,72 @@ async fn opaque_tokens_are_verified_with_userinfo_and_with_introspection() {
 }
 
 #[tokio::test]
+async fn introspection_refuses_a_token_for_another_resource_or_from_another_issuer() {
+    let idp = mock_provider(MockConfig {
+        opaque_access_tokens: true,
+        ..MockConfig::default()
+    })
+    .await;
+    let iss = idp.issuer();
+    // The same provider, but this server expects the tokens to name `expected_issuer`.
+    let serve_expecting = |expected_issuer: String| {
+        let endpoint = format!("{iss}/oauth2/introspect");
+        serve_probe(
+            move |r| {
+                Arc::new(IntrospectionVerifier::new(IntrospectionConfig {
+                    issuer: expected_issuer.as_str().into(),
+                    endpoint,
+                    client_id: "resource-server".into(),
+                    client_secret: mcp_oidc::types::ClientSecret::new("rs-secret"),
+                    audience: AudiencePolicy::OneOf(vec![r.resource().into()]),
+                    timeout: Duration::from_secs(5),
+                }))
+            },
+            |s| s,
+        )
+    };
+    let served = serve_expecting(iss.clone()).await;
+    let cases = [
+        (
+            "http://127.0.0.1:1/mcp",
+            "the token is not intended for this resource (audience mismatch)",
+        ),
+        (served.mcp_url.as_str(), ""),
+    ];
+    for (resource, refusal) in cases {
+        let token = token_from(&iss, "alice", "openid", resource).await;
+        let r = post(
+            &served.mcp_url,
+            Some(&format!("Bearer {}", token.access_token)),
+            INIT,
+        )
+        .await;
+        if refusal.is_empty() {
+            assert_eq!(r.status(), 200, "a token for this server");
+        } else {
+            assert_eq!(r.status(), 401);
+            assert!(header(&r, "www-authenticate").contains("error=\"invalid_token\""));
+            assert_eq!(json_body(r).await["error_description"], refusal);
+        }
+    }
+
+    let elsewhere = serve_expecting("http://127.0.0.1:1".to_owned()).await;
+    let token = token_from(&iss, "alice", "openid", &elsewhere.mcp_url).await;
+    let r = post(
+        &elsewhere.mcp_url,
+        Some(&format!("Bearer {}", token.access_token)),
+        INIT,
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        json_body(r).await["error_description"],
+        "the token was issued by an untrusted issuer"
+    );
+    assert_eq!(served.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
 async fn sessionless_2026_07_28_requests_are_served_on_a_stateful_server() {
     let (issuer, served) = issuer_and_server().await;
     let token = bearer_for(&issuer, "dana", &served);
