@@ -387,3 +387,74 @@ async fn readyz_and_the_ready_metric_wait_for_the_providers_keys_while_healthz_a
     assert_eq!(metric("mcp_oidc_key_loads_total{result=\"ok\"}").await, "1");
     server.abort();
 }
+
+#[tokio::test]
+async fn required_scopes_are_asked_for_in_the_401_and_a_token_without_them_gets_403() {
+    let idp = start_idp().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mcp_url = format!("http://127.0.0.1:{port}/mcp");
+    let settings = Settings {
+        issuer: Some(idp.issuer()),
+        base_url: Some(format!("http://127.0.0.1:{port}")),
+        bind: Some(format!("127.0.0.1:{port}")),
+        required_scopes: Some(vec!["mcp:use".into()]),
+        ..Settings::default()
+    };
+    let server = serve_in_background(settings, listener);
+    let http = headless::http_client().unwrap();
+    let token_with = async |scope: &str| {
+        let mut request = TokenRequest::new(&idp.issuer(), "testuser");
+        request.scope = scope.to_owned();
+        request.resource = Some(mcp_url.clone());
+        headless::fetch_token(&http, &request)
+            .await
+            .unwrap()
+            .access_token
+    };
+    let challenge =
+        |r: &reqwest::Response| r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    let metadata = format!("http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp");
+
+    // Wait until the provider's keys are loaded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .map(|r| r.status())
+        .ok()
+        != Some(reqwest::StatusCode::OK)
+    {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let r = reqwest::Client::new()
+        .post(&mcp_url)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        challenge(&r),
+        format!("Bearer scope=\"mcp:use\", resource_metadata=\"{metadata}\"")
+    );
+
+    let r = initialize(&mcp_url, &token_with("openid email").await)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        challenge(&r),
+        format!(
+            "Bearer error=\"insufficient_scope\", error_description=\"this server requires the scopes: mcp:use\", scope=\"mcp:use openid email\", resource_metadata=\"{metadata}\""
+        )
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "insufficient_scope");
+
+    let token = token_with("openid email mcp:use").await;
+    assert_eq!(whoami(&mcp_url, &token).await["sub"], "testuser");
+    server.abort();
+}
