@@ -404,7 +404,7 @@ async fn required_scopes_are_asked_for_in_the_401_and_a_token_without_them_gets_
     let server = serve_in_background(settings, listener);
     let http = headless::http_client().unwrap();
     let token_with = async |scope: &str| {
-        let mut request = TokenRequest::new(&idp.issuer(), "testuser");
+        let mut request = TokenRequest::new(idp.issuer(), "testuser");
         request.scope = scope.to_owned();
         request.resource = Some(mcp_url.clone());
         headless::fetch_token(&http, &request)
