@@ -1241,3 +1241,41 @@ async fn metrics_are_not_served_unless_turned_on() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn the_servers_own_origin_is_allowed_on_its_own_port_only() {
+    let issuer = TestIssuer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Served behind a TLS-terminating proxy at the default port of https.
+    let resource =
+        mcp_oidc::resource::ProtectedResource::new("https://mcp.example.com", "/mcp").unwrap();
+    let verifier = jwt_verifier(&issuer.url, resource.resource(), JwksSettings::default());
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let router =
+        mcp_oidc::McpOidc::new(resource, verifier).router(move || Probe::new(calls.clone()));
+    let task = tokio::spawn(async move {
+        let _ = mcp_oidc::serve(listener, router, std::future::pending()).await;
+    });
+    let client = reqwest::Client::new();
+    for (origin, status) in [
+        ("https://mcp.example.com", 401),
+        ("https://mcp.example.com:443", 401),
+        ("https://MCP.example.com", 401),
+        ("https://mcp.example.com:8443", 403),
+        ("http://mcp.example.com", 403),
+        ("http://mcp.example.com:443", 403),
+    ] {
+        let r = client
+            .post(format!("http://{addr}/mcp"))
+            .header("host", "mcp.example.com")
+            .header("origin", origin)
+            .header("content-type", "application/json")
+            .body(INIT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{origin}");
+    }
+    task.abort();
+}

@@ -107,9 +107,13 @@ impl ProtectedResource {
         }
     }
 
-    /// The origin, e.g. `https://mcp.example.com` (for `Origin` checks).
+    /// The origin with its port always written, e.g. `https://mcp.example.com:443` (for
+    /// `Origin` checks: in an allow-list, an entry without a port matches any port).
     pub fn origin(&self) -> String {
-        self.base.origin().ascii_serialization()
+        match (self.base.host_str(), self.base.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{}://{host}:{port}", self.base.scheme()),
+            _ => self.base.origin().ascii_serialization(),
+        }
     }
 
     /// Whether the base URL is on a loopback host.
