@@ -371,6 +371,20 @@ async fn another_users_token_on_a_session_is_refused_as_unknown_and_the_owner_st
     assert_eq!(r.status(), 404);
     assert_eq!(r.text().await.unwrap(), "Not Found: Session not found");
     assert_eq!(served.calls.load(Ordering::SeqCst), 0);
+    // Nor may Bob open the session's event stream, or end the session.
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let r = reqwest::Client::new()
+            .request(method.clone(), &served.mcp_url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("authorization", &bob)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{method}");
+        assert_eq!(r.text().await.unwrap(), "Not Found: Session not found");
+    }
 
     let r = send(alice.clone(), call("whoami", json!({}))).await;
     assert_eq!(r.status(), 200);
