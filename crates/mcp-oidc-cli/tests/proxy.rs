@@ -670,6 +670,57 @@ async fn a_metadata_document_client_id_on_a_loopback_address_is_refused() {
 }
 
 #[tokio::test]
+async fn a_client_named_by_its_metadata_document_signs_in_with_the_redirect_uris_it_lists() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client_id = format!(
+        "http://127.0.0.1:{}/client.json",
+        listener.local_addr().unwrap().port()
+    );
+    let document = json!({
+        "client_id": client_id,
+        "client_name": "Documented Client",
+        "redirect_uris": [REDIRECT],
+        "token_endpoint_auth_method": "none",
+    });
+    let app = axum::Router::new().route(
+        "/client.json",
+        axum::routing::get(move || {
+            let document = document.clone();
+            async move { axum::Json(document) }
+        }),
+    );
+    let docs = tokio::spawn(async move { axum::serve(listener, app).await });
+    // Documents on loopback are for development only, and must be allowed explicitly.
+    let s = stack_with(|settings| settings.allow_private_client_metadata = Some(true)).await;
+    let http = no_redirects();
+    let p = pkce();
+
+    // A redirect URI the document does not list is refused on an error page.
+    assert_unlisted_redirect_uri_is_refused(&s, &client_id).await;
+
+    // The consent page names the client as verified by its document.
+    let r = http
+        .get(authorize_url(&s.base, &client_id, &p.challenge))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Documented Client"), "{page}");
+    assert!(page.contains("Its identity is verified"), "{page}");
+
+    // The whole flow, with no registration at all.
+    let code = sign_in(&s, &client_id, &p).await;
+    let (status, tokens) = exchange(&s, &client_id, &code, &p).await;
+    assert_eq!(status, 200, "{tokens}");
+    let me = whoami(&s.mcp, tokens["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(me["sub"], "testuser");
+    docs.abort();
+}
+
+#[tokio::test]
 async fn a_registration_flood_from_one_address_gets_429_with_retry_after() {
     let s = stack().await;
     let http = reqwest::Client::new();
@@ -1398,9 +1449,15 @@ async fn a_client_preregistered_in_the_config_file_signs_in_and_must_present_its
     assert_secret_is_required(&s, "ops-console", "a-secret-of-the-ops-console-0123456789").await;
 
     // Its redirect URIs are the configured ones: another is refused on an error page.
+    assert_unlisted_redirect_uri_is_refused(&s, "ops-console").await;
+}
+
+/// An authorization request of `client_id` naming a redirect URI it does not list gets an
+/// error page, not a redirect.
+async fn assert_unlisted_redirect_uri_is_refused(s: &Stack, client_id: &str) {
     let p = pkce();
-    let url = authorize_url(&s.base, "ops-console", &p.challenge)
-        .replace("7777%2Fcallback", "7777%2Fother");
+    let url =
+        authorize_url(&s.base, client_id, &p.challenge).replace("7777%2Fcallback", "7777%2Fother");
     let r = no_redirects().get(url).send().await.unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.headers().get("location").is_none());
