@@ -228,6 +228,11 @@ pub struct Settings {
     /// OAuth proxy: seconds a sign-in lasts without a refresh [default: 2592000].
     #[arg(long, env = "MCP_OIDC_REFRESH_TOKEN_TTL_SECS")]
     pub refresh_token_ttl_secs: Option<u64>,
+    /// OAuth proxy: seconds during which a just-used refresh token presented again by the
+    /// same client gets a pair of its own (concurrent refreshes) rather than revoking the
+    /// sign-in as a reuse; 0 treats every second use as a reuse [default: 10].
+    #[arg(long, env = "MCP_OIDC_REFRESH_GRACE_SECS")]
+    pub refresh_grace_secs: Option<u64>,
     /// OAuth proxy: requests per minute per client address to /register (0 = no limit) [default: 20].
     #[arg(long, env = "MCP_OIDC_REGISTER_RATE_LIMIT")]
     pub register_rate_limit: Option<u32>,
@@ -734,6 +739,10 @@ impl Settings {
         }
         if let Some(t) = self.refresh_token_ttl_secs {
             config.refresh_token_ttl = Duration::from_secs(t.max(300));
+        }
+        if let Some(t) = self.refresh_grace_secs {
+            // Longer would leave a stolen refresh token usable alongside the real client.
+            config.refresh_grace = Duration::from_secs(t.min(60));
         }
         let limit = |v: Option<u32>, d: mcp_oidc::limit::RateLimit| match v {
             Some(n) => mcp_oidc::limit::RateLimit {

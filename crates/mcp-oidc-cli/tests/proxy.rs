@@ -514,6 +514,27 @@ async fn refresh_token_reuse_revokes_the_family_but_a_concurrent_duplicate_is_to
 }
 
 #[tokio::test]
+async fn with_refresh_grace_secs_0_a_second_use_even_at_once_revokes_the_sign_in() {
+    let s = stack_with(|settings| settings.refresh_grace_secs = Some(0)).await;
+    let (client_id, code, p) = code_for(&s).await;
+    let (_, tokens) = exchange(&s, &client_id, &code, &p).await;
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let (status, fresh) = refresh(&s, &client_id, rt).await;
+    assert_eq!(status, 200, "{fresh}");
+    let (status, body) = refresh(&s, &client_id, rt).await;
+    assert_eq!(
+        (status, body["error_description"].as_str()),
+        (
+            400,
+            Some("the refresh token was already used; this sign-in is revoked")
+        ),
+        "{body}"
+    );
+    let (status, _) = refresh(&s, &client_id, fresh["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 400, "the family is revoked");
+}
+
+#[tokio::test]
 async fn the_upstream_providers_own_token_is_refused_at_the_mcp_endpoint() {
     let s = stack().await;
     let http = mcp_oidc_mock::headless::http_client().unwrap();
