@@ -1030,6 +1030,19 @@ async fn several_issuers_are_routed_by_iss_and_strangers_are_refused() {
     );
 }
 
+/// An introspection verifier asking the mock `provider`, for tokens that must name
+/// `issuer` and `audience`.
+fn introspection_at(provider: &str, issuer: &str, audience: &str) -> IntrospectionVerifier {
+    IntrospectionVerifier::new(IntrospectionConfig {
+        issuer: issuer.into(),
+        endpoint: format!("{provider}/oauth2/introspect"),
+        client_id: "resource-server".into(),
+        client_secret: mcp_oidc::types::ClientSecret::new("rs-secret"),
+        audience: AudiencePolicy::OneOf(vec![audience.into()]),
+        timeout: Duration::from_secs(5),
+    })
+}
+
 #[tokio::test]
 async fn opaque_tokens_are_verified_with_userinfo_and_with_introspection() {
     let idp = mock_provider(MockConfig {
@@ -1048,14 +1061,7 @@ async fn opaque_tokens_are_verified_with_userinfo_and_with_introspection() {
                     endpoint: None,
                     timeout: Duration::from_secs(5),
                 })) as Arc<dyn TokenVerifier>,
-                _ => Arc::new(IntrospectionVerifier::new(IntrospectionConfig {
-                    issuer: iss2.as_str().into(),
-                    endpoint: format!("{iss2}/oauth2/introspect"),
-                    client_id: "resource-server".into(),
-                    client_secret: mcp_oidc::types::ClientSecret::new("rs-secret"),
-                    audience: AudiencePolicy::OneOf(vec![r.resource().into()]),
-                    timeout: Duration::from_secs(5),
-                })),
+                _ => Arc::new(introspection_at(&iss2, &iss2, r.resource())),
             },
             |s| s,
         )
@@ -1102,18 +1108,9 @@ async fn introspection_refuses_a_token_for_another_resource_or_from_another_issu
     let iss = idp.issuer();
     // The same provider, but this server expects the tokens to name `expected_issuer`.
     let serve_expecting = |expected_issuer: String| {
-        let endpoint = format!("{iss}/oauth2/introspect");
+        let provider = iss.clone();
         serve_probe(
-            move |r| {
-                Arc::new(IntrospectionVerifier::new(IntrospectionConfig {
-                    issuer: expected_issuer.as_str().into(),
-                    endpoint,
-                    client_id: "resource-server".into(),
-                    client_secret: mcp_oidc::types::ClientSecret::new("rs-secret"),
-                    audience: AudiencePolicy::OneOf(vec![r.resource().into()]),
-                    timeout: Duration::from_secs(5),
-                }))
-            },
+            move |r| Arc::new(introspection_at(&provider, &expected_issuer, r.resource())),
             |s| s,
         )
     };
