@@ -137,6 +137,17 @@ def click(browser, css: str, what: str) -> None:
             f"{browser.page_source[:300]!r}; console: {console(browser)}") from e
 
 
+def page_shows(browser, text: str) -> bool:
+    """Whether `text` appears in the page within 15 s."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(browser, 15).until(lambda b: text in b.page_source)
+        return True
+    except Exception:  # noqa: BLE001 - a timeout: the caller reports it with the page
+        return False
+
+
 def scenario() -> None:
     _dev, mcp, issuer = start_dev("mcp-oidc-dev")
     asrv = authorization_server(mcp)
@@ -155,7 +166,8 @@ def scenario() -> None:
         # Approve: consent page -> provider login -> /auth/callback -> the client.
         url, verifier, state = authorize_url(asrv, client_id, callback.uri, mcp)
         browser.get(url)
-        check("Browser test client" in browser.page_source,
+        # Read once the page is there: a read during the load can see the previous page.
+        check(page_shows(browser, "Browser test client"),
               f"the consent page does not name the client: {browser.page_source[:300]!r}")
         click(browser, "button[value=approve]", "consent page")
         log(f"approved; now at {browser.current_url.split('?')[0]}")
