@@ -217,45 +217,53 @@ async fn authorize(
     })?;
     // The cache is asked before the token's characters are checked: only tokens that passed
     // that check (when they were first seen) are ever cached, so a hit skips a scan of about
-    // a kilobyte on every request. A hit needs only the digest; the token is copied only
-    // when it must be verified.
-    let fingerprint = TokenFingerprint::of(credentials);
+    // a kilobyte on every request. The token is copied only when it must be verified.
     // Read before verifying: a key set that changes meanwhile leaves an entry that no later
     // lookup matches, rather than one that outlives a withdrawn key.
     let keys = shared.verifier.key_set_version();
-    let cached = shared.settings.cache.get(&fingerprint, keys);
-    if let Some(metrics) = &shared.settings.metrics {
-        metrics.cache_lookup(cached.is_some());
-    }
-    let access = match cached {
-        Some(Ok(hit)) => hit,
-        Some(Err(reason)) => {
-            log_refusal(shared, &reason, Some(&fingerprint));
-            return Err(AuthError::InvalidToken(reason));
+    let cache = &shared.settings.cache;
+    let access = if let Some(hit) = cache.get_recent(credentials, keys) {
+        if let Some(metrics) = &shared.settings.metrics {
+            metrics.cache_lookup(true);
         }
-        None => {
-            let token = checked_token(credentials).inspect_err(|e| log_refusal(shared, e, None))?;
-            match shared.verifier.verify(&BearerToken::new(token)).await {
-                Ok(access) => {
-                    // Keys that changed during the check leave it unknown which set
-                    // verified the token: not cached then, checked again next time.
-                    if shared.verifier.key_set_version() == keys {
-                        let cache = &shared.settings.cache;
-                        cache.insert(fingerprint, access.clone(), keys);
+        hit
+    } else {
+        let fingerprint = TokenFingerprint::of(credentials);
+        let cached = cache.get(&fingerprint, keys);
+        if let Some(metrics) = &shared.settings.metrics {
+            metrics.cache_lookup(cached.is_some());
+        }
+        match cached {
+            Some(Ok(hit)) => hit,
+            Some(Err(reason)) => {
+                log_refusal(shared, &reason, Some(&fingerprint));
+                return Err(AuthError::InvalidToken(reason));
+            }
+            None => {
+                let token =
+                    checked_token(credentials).inspect_err(|e| log_refusal(shared, e, None))?;
+                match shared.verifier.verify(&BearerToken::new(token)).await {
+                    Ok(access) => {
+                        // Keys that changed during the check leave it unknown which set
+                        // verified the token: not cached then, checked again next time.
+                        if shared.verifier.key_set_version() == keys {
+                            let cache = &shared.settings.cache;
+                            cache.insert(fingerprint, access.clone(), keys);
+                        }
+                        access
                     }
-                    access
-                }
-                Err(VerifyError::Invalid(reason)) => {
-                    log_refusal(shared, &reason, Some(&fingerprint));
-                    shared
-                        .settings
-                        .cache
-                        .insert_refusal(fingerprint, &reason, keys);
-                    return Err(AuthError::InvalidToken(reason));
-                }
-                Err(VerifyError::Unavailable(u)) => {
-                    tracing::warn!(target: "mcp_oidc::auth", error = %u, "cannot verify tokens right now; answering 503");
-                    return Err(AuthError::Unavailable(u));
+                    Err(VerifyError::Invalid(reason)) => {
+                        log_refusal(shared, &reason, Some(&fingerprint));
+                        shared
+                            .settings
+                            .cache
+                            .insert_refusal(fingerprint, &reason, keys);
+                        return Err(AuthError::InvalidToken(reason));
+                    }
+                    Err(VerifyError::Unavailable(u)) => {
+                        tracing::warn!(target: "mcp_oidc::auth", error = %u, "cannot verify tokens right now; answering 503");
+                        return Err(AuthError::Unavailable(u));
+                    }
                 }
             }
         }
