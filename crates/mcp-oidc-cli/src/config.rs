@@ -89,6 +89,10 @@ pub struct Settings {
     /// Clock skew tolerated on exp/nbf/iat, in seconds [default: 60].
     #[arg(long, env = "MCP_OIDC_LEEWAY_SECS")]
     pub leeway_secs: Option<u64>,
+    /// Accept only JWTs typed `at+jwt` (RFC 9068), refusing `typ: JWT` and untyped ones
+    /// (token_validation = jwt) [default: false].
+    #[arg(long, env = "MCP_OIDC_REQUIRE_AT_JWT", num_args = 0..=1, default_missing_value = "true")]
+    pub require_at_jwt: Option<bool>,
     /// Scopes every request must carry, comma-separated.
     #[arg(long, env = "MCP_OIDC_REQUIRED_SCOPES", value_delimiter = ',')]
     pub required_scopes: Option<Vec<String>>,
@@ -444,6 +448,14 @@ impl Settings {
         };
         let mut jwt = None;
         let mut verifiers = MultiVerifier::new();
+        if self.require_at_jwt == Some(true) && matches!(mode, "userinfo" | "introspection") {
+            return Err(ConfigError::new(
+                "require_at_jwt",
+                format!(
+                    "applies to JWT access tokens only; with token_validation = {mode} the tokens are opaque (remove the key, or use token_validation = jwt)"
+                ),
+            ));
+        }
         match mode {
             "jwt" => {
                 let keys = match (&self.hmac_secret, &self.jwks_uri) {
@@ -462,6 +474,10 @@ impl Settings {
                     ];
                 }
                 config.leeway = Duration::from_secs(self.leeway_secs.unwrap_or(60));
+                if self.require_at_jwt == Some(true) {
+                    config.accepted_types = vec!["at+jwt".into(), "application/at+jwt".into()];
+                    config.require_type = true;
+                }
                 config.jwks = JwksSettings {
                     min_refresh: Duration::from_secs(self.jwks_min_refresh_secs.unwrap_or(60)),
                     max_refresh: Duration::from_secs(self.jwks_max_refresh_secs.unwrap_or(86_400)),

@@ -458,3 +458,72 @@ async fn required_scopes_are_asked_for_in_the_401_and_a_token_without_them_gets_
     assert_eq!(whoami(&mcp_url, &token).await["sub"], "testuser");
     server.abort();
 }
+
+#[tokio::test]
+async fn require_at_jwt_refuses_untyped_and_jwt_typed_tokens_and_only_applies_to_jwts() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+
+    const SECRET: &str = "a-shared-secret-of-the-test-issuer-0123456789";
+    let issuer = "http://127.0.0.1:9/issuer";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mcp_url = format!("http://127.0.0.1:{port}/mcp");
+    let settings = Settings {
+        issuer: Some(issuer.into()),
+        base_url: Some(format!("http://127.0.0.1:{port}")),
+        bind: Some(format!("127.0.0.1:{port}")),
+        hmac_secret: Some(SECRET.into()),
+        mirror_provider_metadata: Some(false),
+        require_at_jwt: Some(true),
+        ..Settings::default()
+    };
+    let server = serve_in_background(settings, listener);
+    let claims = json!({
+        "iss": issuer, "sub": "alice", "aud": mcp_url,
+        "iat": jsonwebtoken::get_current_timestamp(),
+        "exp": jsonwebtoken::get_current_timestamp() + 600,
+    });
+    let token = |typ: Option<&str>| {
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = typ.map(str::to_owned);
+        encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+
+    for typ in [None, Some("JWT")] {
+        let r = initialize(&mcp_url, &token(typ)).await.unwrap();
+        assert_eq!(r.status(), 401, "{typ:?}");
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(
+            challenge.starts_with(
+                "Bearer error=\"invalid_token\", error_description=\"the token type is not accepted\""
+            ),
+            "{challenge}"
+        );
+    }
+    assert_eq!(
+        whoami(&mcp_url, &token(Some("at+jwt"))).await["sub"],
+        "alice"
+    );
+    server.abort();
+
+    // Opaque tokens have no type to require: the key is refused there, naming itself.
+    let out = tokio::process::Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("MCP_OIDC_ISSUER", "http://127.0.0.1:9")
+        .env("MCP_OIDC_TOKEN_VALIDATION", "userinfo")
+        .env("MCP_OIDC_REQUIRE_AT_JWT", "true")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`require_at_jwt`") && err.contains("token_validation = userinfo"),
+        "{err}"
+    );
+}

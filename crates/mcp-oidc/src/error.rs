@@ -49,7 +49,7 @@ pub enum InvalidToken {
     /// `aud` does not name this resource.
     #[error("the token is not intended for this resource (audience mismatch)")]
     WrongAudience,
-    /// `typ` is present and not one this server accepts.
+    /// `typ` is not one this server accepts, or missing where one is required.
     #[error("the token type is not accepted")]
     WrongType,
     /// The authorization server says the token is not active (revoked, expired, unknown).

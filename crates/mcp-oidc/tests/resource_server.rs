@@ -276,6 +276,60 @@ async fn every_bad_credential_gets_the_exact_refusal_and_reaches_no_tool() {
 }
 
 #[tokio::test]
+async fn with_require_type_only_at_jwt_tokens_are_accepted_and_untyped_ones_get_401() {
+    let issuer = TestIssuer::start().await;
+    let url = issuer.url.clone();
+    let served = serve_probe(
+        |r| {
+            let mut config = JwtConfig::new(
+                url.as_str(),
+                KeySource::Discovery(url.clone()),
+                AudiencePolicy::OneOf(vec![r.resource().into()]),
+            );
+            config.accepted_types = vec!["at+jwt".into(), "application/at+jwt".into()];
+            config.require_type = true;
+            Arc::new(JwtVerifier::new(config).unwrap())
+        },
+        |s| s,
+    )
+    .await;
+    let metadata = format!("{}/.well-known/oauth-protected-resource/mcp", served.base);
+    let good = issuer.claims("alice", &served.mcp_url);
+    let kid = issuer.rsa.kid.clone();
+    let typed = |typ: Option<&str>| {
+        let mut header = json!({"alg": "RS256", "kid": kid});
+        if let Some(typ) = typ {
+            header["typ"] = json!(typ);
+        }
+        jws(&header, &good, |i| issuer.rsa.sign(i))
+    };
+
+    for (name, token) in [("untyped", typed(None)), ("typ JWT", typed(Some("JWT")))] {
+        let r = post(&served.mcp_url, Some(&format!("Bearer {token}")), INIT).await;
+        assert_eq!(r.status(), 401, "{name}");
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            format!(
+                "Bearer error=\"invalid_token\", error_description=\"the token type is not accepted\", scope=\"openid profile email\", resource_metadata=\"{metadata}\""
+            ),
+            "{name}"
+        );
+        assert_eq!(json_body(r).await["error"], "invalid_token", "{name}");
+    }
+    assert_eq!(served.calls.load(Ordering::SeqCst), 0);
+
+    for typ in ["at+jwt", "application/at+jwt"] {
+        let r = post(
+            &served.mcp_url,
+            Some(&format!("Bearer {}", typed(Some(typ)))),
+            INIT,
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{typ}");
+    }
+}
+
+#[tokio::test]
 async fn missing_scope_gets_403_insufficient_scope_and_the_tool_is_hidden() {
     let (issuer, served) = issuer_and_server().await;
     let narrow = issuer.rs256(&issuer.claims("alice", &served.mcp_url));

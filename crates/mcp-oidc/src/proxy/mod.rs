@@ -273,6 +273,7 @@ impl OAuthProxy {
             AudiencePolicy::OneOf(vec![config.resource.as_str().into()]),
         );
         jwt.accepted_types = vec!["at+jwt".into(), "application/at+jwt".into()];
+        jwt.require_type = true;
         let verifier = JwtVerifier::new(jwt)?;
         let prefix = issuer_url.path().trim_end_matches('/').to_owned();
         let proxy = Self {

@@ -45,6 +45,10 @@ pub struct JwtConfig {
     pub leeway: Duration,
     /// Accepted `typ` header values (compared case-insensitively); empty accepts any.
     pub accepted_types: Vec<String>,
+    /// Refuse a JWT without `typ`. With `accepted_types` set to `at+jwt` and
+    /// `application/at+jwt`, this is the strict profile of RFC 9068 §4. Off by default:
+    /// several providers issue untyped access tokens.
+    pub require_type: bool,
     /// Key fetching and caching.
     pub jwks: JwksSettings,
 }
@@ -60,6 +64,7 @@ impl JwtConfig {
             algorithms: default_algorithms(),
             leeway: Duration::from_secs(60),
             accepted_types: vec!["JWT".into(), "at+jwt".into(), "application/at+jwt".into()],
+            require_type: false,
             jwks: JwksSettings::default(),
         }
     }
@@ -183,6 +188,9 @@ impl JwtVerifier {
         }
         if header.contains_key("enc") {
             return Err(InvalidToken::Encrypted.into());
+        }
+        if config.require_type && !header.contains_key("typ") {
+            return Err(InvalidToken::WrongType.into());
         }
         if !config.accepted_types.is_empty()
             && let Some(typ) = header.get("typ")
