@@ -39,6 +39,9 @@ impl Port {
 struct HostRule {
     host: String,
     port: Port,
+    /// The port a `Host` without one stands for. Known for the server's own base URL (its
+    /// scheme's default); `None` for allow-list entries, which name a port explicitly.
+    default: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +90,7 @@ fn host_rule(entry: &str) -> Option<HostRule> {
     Some(HostRule {
         host: normalize_host(authority.host()),
         port: authority.port_u16().map_or(Port::Any, Port::Exact),
+        default: None,
     })
 }
 
@@ -117,7 +121,7 @@ fn origin_rule(entry: &str) -> Option<OriginRule> {
 }
 
 /// The hosts and origins a server answers to.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Allowed {
     hosts: Vec<HostRule>,
     origins: Vec<OriginRule>,
@@ -137,7 +141,7 @@ impl Allowed {
             let allowed = split_authority(host).is_some_and(|(name, port)| {
                 self.hosts
                     .iter()
-                    .any(|r| r.host.eq_ignore_ascii_case(name) && r.port.matches(port, None))
+                    .any(|r| r.host.eq_ignore_ascii_case(name) && r.port.matches(port, r.default))
             });
             if !allowed {
                 return Some("the Host header names a host this server does not answer to");
@@ -183,6 +187,21 @@ impl HostOriginLayer {
                 origins: origins.iter().filter_map(|o| origin_rule(o)).collect(),
             }),
         }
+    }
+
+    /// Also answers to the `Host` of `base`, on its port only: written out, or left out
+    /// when it is the scheme's default (rmcp's notation cannot say "this port or none",
+    /// so a portless entry there would match every port of the host).
+    pub(crate) fn answering_to(mut self, base: &url::Url) -> Self {
+        if let (Some(host), Some(port)) = (base.host_str(), base.port_or_known_default()) {
+            let allowed = Arc::make_mut(&mut self.allowed);
+            allowed.hosts.push(HostRule {
+                host: normalize_host(host),
+                port: Port::Exact(port),
+                default: default_port(base.scheme()),
+            });
+        }
+        self
     }
 }
 
@@ -336,6 +355,29 @@ mod tests {
             None
         );
         assert!(a.refusal(&request(Some("[::2]:8000"), None)).is_some());
+    }
+
+    #[test]
+    fn the_base_urls_host_is_allowed_on_its_own_port_only() {
+        let https = url::Url::parse("https://mcp.example.com/").unwrap();
+        let layer = HostOriginLayer::new(&[], &[]).answering_to(&https);
+        let a = Arc::try_unwrap(layer.allowed).unwrap();
+        for ok in ["mcp.example.com", "MCP.example.com:443"] {
+            assert_eq!(a.refusal(&request(Some(ok), None)), None, "{ok}");
+        }
+        for bad in ["mcp.example.com:8443", "mcp.example.com:80", "example.com"] {
+            assert!(a.refusal(&request(Some(bad), None)).is_some(), "{bad}");
+        }
+
+        let http = url::Url::parse("http://mcp.internal:8000/").unwrap();
+        let layer = HostOriginLayer::new(&["proxy.example.com".into()], &[]).answering_to(&http);
+        let a = Arc::try_unwrap(layer.allowed).unwrap();
+        assert_eq!(a.refusal(&request(Some("mcp.internal:8000"), None)), None);
+        for bad in ["mcp.internal", "mcp.internal:80", "mcp.internal:8001"] {
+            assert!(a.refusal(&request(Some(bad), None)).is_some(), "{bad}");
+        }
+        // A configured entry keeps rmcp's reading: without a port, any port.
+        assert_eq!(a.refusal(&request(Some("proxy.example.com:9"), None)), None);
     }
 
     #[test]

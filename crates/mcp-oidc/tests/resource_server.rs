@@ -1308,7 +1308,7 @@ async fn metrics_are_not_served_unless_turned_on() {
 }
 
 #[tokio::test]
-async fn the_servers_own_origin_is_allowed_on_its_own_port_only() {
+async fn the_servers_own_origin_and_host_are_allowed_on_its_own_port_only() {
     let issuer = TestIssuer::start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1341,6 +1341,22 @@ async fn the_servers_own_origin_is_allowed_on_its_own_port_only() {
             .await
             .unwrap();
         assert_eq!(r.status(), status, "{origin}");
+    }
+    for (host, status) in [
+        ("mcp.example.com", 401),
+        ("mcp.example.com:443", 401),
+        ("mcp.example.com:8443", 403),
+        ("mcp.example.com:80", 403),
+    ] {
+        let r = client
+            .post(format!("http://{addr}/mcp"))
+            .header("host", host)
+            .header("content-type", "application/json")
+            .body(INIT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{host}");
     }
     task.abort();
 }
