@@ -89,6 +89,10 @@ pub struct Settings {
     /// Clock skew tolerated on exp/nbf/iat, in seconds [default: 60].
     #[arg(long, env = "MCP_OIDC_LEEWAY_SECS")]
     pub leeway_secs: Option<u64>,
+    /// Refuse an introspected token whose response has no `aud` (token_validation =
+    /// introspection) [default: false].
+    #[arg(long, env = "MCP_OIDC_INTROSPECTION_REQUIRE_AUD", num_args = 0..=1, default_missing_value = "true")]
+    pub introspection_require_aud: Option<bool>,
     /// Accept only JWTs typed `at+jwt` (RFC 9068), refusing `typ: JWT` and untyped ones
     /// (token_validation = jwt) [default: false].
     #[arg(long, env = "MCP_OIDC_REQUIRE_AT_JWT", num_args = 0..=1, default_missing_value = "true")]
@@ -456,6 +460,14 @@ impl Settings {
                 ),
             ));
         }
+        if self.introspection_require_aud == Some(true) && mode != "introspection" {
+            return Err(ConfigError::new(
+                "introspection_require_aud",
+                format!(
+                    "applies to token_validation = introspection only (here {mode}; JWTs always need `aud`)"
+                ),
+            ));
+        }
         match mode {
             "jwt" => {
                 let keys = match (&self.hmac_secret, &self.jwks_uri) {
@@ -521,6 +533,7 @@ impl Settings {
                     client_id: ClientId::new(client_id),
                     client_secret: ClientSecret::new(secret),
                     audience,
+                    require_audience: self.introspection_require_aud == Some(true),
                     timeout,
                 }));
             }

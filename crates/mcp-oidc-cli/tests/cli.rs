@@ -527,3 +527,71 @@ async fn require_at_jwt_refuses_untyped_and_jwt_typed_tokens_and_only_applies_to
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn introspection_require_aud_refuses_an_answer_without_aud() {
+    // An authorization server whose introspection answers leave `aud` out.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", upstream.local_addr().unwrap());
+    let iss = issuer.clone();
+    let app = axum::Router::new().route(
+        "/introspect",
+        axum::routing::post(move || {
+            let iss = iss.clone();
+            async move {
+                axum::Json(json!({
+                    "active": true, "sub": "alice", "iss": iss,
+                    "exp": jsonwebtoken::get_current_timestamp() + 600,
+                }))
+            }
+        }),
+    );
+    let provider = tokio::spawn(async move {
+        let _ = axum::serve(upstream, app).await;
+    });
+
+    for require in [false, true] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let settings = Settings {
+            issuer: Some(issuer.clone()),
+            base_url: Some(format!("http://127.0.0.1:{port}")),
+            bind: Some(format!("127.0.0.1:{port}")),
+            token_validation: Some("introspection".into()),
+            introspection_endpoint: Some(format!("{issuer}/introspect")),
+            client_id: Some("resource-server".into()),
+            client_secret: Some("resource-server-secret".into()),
+            mirror_provider_metadata: Some(false),
+            introspection_require_aud: Some(require),
+            ..Settings::default()
+        };
+        let server = serve_in_background(settings, listener);
+        let r = initialize(&format!("http://127.0.0.1:{port}/mcp"), "opaque-token")
+            .await
+            .unwrap();
+        if require {
+            assert_eq!(r.status(), 401);
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(
+                body["error_description"],
+                "the token lacks a valid `aud` claim"
+            );
+        } else {
+            assert_eq!(r.status(), 200);
+        }
+        server.abort();
+    }
+    provider.abort();
+
+    // JWTs always need `aud`: the key is refused outside introspection, naming itself.
+    let out = tokio::process::Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("MCP_OIDC_ISSUER", "http://127.0.0.1:9")
+        .env("MCP_OIDC_INTROSPECTION_REQUIRE_AUD", "true")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`introspection_require_aud`"), "{err}");
+}

@@ -1087,14 +1087,19 @@ async fn several_issuers_are_routed_by_iss_and_strangers_are_refused() {
 /// An introspection verifier asking the mock `provider`, for tokens that must name
 /// `issuer` and `audience`.
 fn introspection_at(provider: &str, issuer: &str, audience: &str) -> IntrospectionVerifier {
-    IntrospectionVerifier::new(IntrospectionConfig {
+    IntrospectionVerifier::new(introspection_config(provider, issuer, audience))
+}
+
+fn introspection_config(provider: &str, issuer: &str, audience: &str) -> IntrospectionConfig {
+    IntrospectionConfig {
         issuer: issuer.into(),
         endpoint: format!("{provider}/oauth2/introspect"),
         client_id: "resource-server".into(),
         client_secret: mcp_oidc::types::ClientSecret::new("rs-secret"),
         audience: AudiencePolicy::OneOf(vec![audience.into()]),
+        require_audience: false,
         timeout: Duration::from_secs(5),
-    })
+    }
 }
 
 #[tokio::test]
@@ -1150,6 +1155,67 @@ async fn opaque_tokens_are_verified_with_userinfo_and_with_introspection() {
             "{mode}"
         );
     }
+}
+
+#[tokio::test]
+async fn with_require_audience_an_introspection_answer_without_aud_gets_401() {
+    // An authorization server whose introspection answers leave `aud` out (RFC 7662 makes
+    // it optional), as some do.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let provider = format!("http://{}", listener.local_addr().unwrap());
+    let iss = provider.clone();
+    let app = axum::Router::new().route(
+        "/oauth2/introspect",
+        axum::routing::post(move || {
+            let iss = iss.clone();
+            async move {
+                axum::Json(json!({
+                    "active": true, "sub": "alice", "iss": iss, "scope": "openid",
+                    "exp": now() + 600, "client_id": "some-client",
+                }))
+            }
+        }),
+    );
+    let upstream = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    for require in [false, true] {
+        let p = provider.clone();
+        let served = serve_probe(
+            move |r| {
+                let mut verifier = introspection_config(&p, &p, r.resource());
+                verifier.require_audience = require;
+                Arc::new(IntrospectionVerifier::new(verifier))
+            },
+            |s| s,
+        )
+        .await;
+        let r = post(
+            &served.mcp_url,
+            Some("Bearer opaque-token-without-aud"),
+            INIT,
+        )
+        .await;
+        if require {
+            assert_eq!(r.status(), 401);
+            assert!(
+                header(&r, "www-authenticate").starts_with(
+                    "Bearer error=\"invalid_token\", error_description=\"the token lacks a valid `aud` claim\""
+                ),
+                "{}",
+                header(&r, "www-authenticate")
+            );
+            assert_eq!(served.calls.load(Ordering::SeqCst), 0);
+        } else {
+            assert_eq!(
+                r.status(),
+                200,
+                "without the requirement the provider's word is taken"
+            );
+        }
+    }
+    upstream.abort();
 }
 
 #[tokio::test]

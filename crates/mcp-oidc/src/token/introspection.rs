@@ -27,8 +27,12 @@ pub struct IntrospectionConfig {
     pub client_secret: ClientSecret,
     /// Accepted audiences. When the response carries `aud`, it must match; many servers
     /// leave it out, and then the authorization server's word that the token is active is
-    /// taken.
+    /// taken, unless `require_audience` is set.
     pub audience: AudiencePolicy,
+    /// Refuse an active token whose introspection response has no `aud` (RFC 7662 makes it
+    /// optional; without it, a token issued for another service of the same authorization
+    /// server cannot be told apart).
+    pub require_audience: bool,
     /// Timeout of each introspection call.
     pub timeout: Duration,
 }
@@ -100,6 +104,12 @@ impl IntrospectionVerifier {
             && exp <= unix_now()
         {
             return Err(InvalidToken::Expired.into());
+        }
+        if c.require_audience
+            && matches!(c.audience, AudiencePolicy::OneOf(_))
+            && !claims.contains_key("aud")
+        {
+            return Err(InvalidToken::MissingClaim("aud").into());
         }
         if let (AudiencePolicy::OneOf(expected), Some(aud)) = (&c.audience, claims.get("aud")) {
             let matches = |a: &str| expected.iter().any(|e| e.as_str() == a);
