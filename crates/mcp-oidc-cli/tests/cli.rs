@@ -36,6 +36,18 @@ async fn whoami(mcp_url: &str, token: &str) -> Value {
 }
 
 /// Reads the `dev` banner until both URLs are known.
+/// Runs `mcp-oidc serve` with `env`, which must fail at startup; its stderr.
+async fn serve_refuses_config(env: &[(&str, &str)]) -> String {
+    let out = tokio::process::Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 async fn dev_urls(stdout: tokio::process::ChildStdout) -> (String, String) {
     let mut lines = BufReader::new(stdout).lines();
     let (mut mcp, mut idp) = (None, None);
@@ -240,15 +252,11 @@ async fn a_wrong_config_fails_at_startup_naming_the_key_and_the_fix() {
     );
 
     // Environment variables are honoured: a bad value is reported under its key.
-    let out = tokio::process::Command::new(BIN)
-        .args(["serve"])
-        .env("MCP_OIDC_ISSUER", "http://localhost:9400")
-        .env("MCP_OIDC_ALGORITHMS", "none")
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refuses_config(&[
+        ("MCP_OIDC_ISSUER", "http://localhost:9400"),
+        ("MCP_OIDC_ALGORITHMS", "none"),
+    ])
+    .await;
     assert!(err.contains("`algorithms`"), "{err}");
 }
 
@@ -512,16 +520,12 @@ async fn require_at_jwt_refuses_untyped_and_jwt_typed_tokens_and_only_applies_to
     server.abort();
 
     // Opaque tokens have no type to require: the key is refused there, naming itself.
-    let out = tokio::process::Command::new(BIN)
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .env("MCP_OIDC_ISSUER", "http://127.0.0.1:9")
-        .env("MCP_OIDC_TOKEN_VALIDATION", "userinfo")
-        .env("MCP_OIDC_REQUIRE_AT_JWT", "true")
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refuses_config(&[
+        ("MCP_OIDC_ISSUER", "http://127.0.0.1:9"),
+        ("MCP_OIDC_TOKEN_VALIDATION", "userinfo"),
+        ("MCP_OIDC_REQUIRE_AT_JWT", "true"),
+    ])
+    .await;
     assert!(
         err.contains("`require_at_jwt`") && err.contains("token_validation = userinfo"),
         "{err}"
@@ -584,14 +588,10 @@ async fn introspection_require_aud_refuses_an_answer_without_aud() {
     provider.abort();
 
     // JWTs always need `aud`: the key is refused outside introspection, naming itself.
-    let out = tokio::process::Command::new(BIN)
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .env("MCP_OIDC_ISSUER", "http://127.0.0.1:9")
-        .env("MCP_OIDC_INTROSPECTION_REQUIRE_AUD", "true")
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refuses_config(&[
+        ("MCP_OIDC_ISSUER", "http://127.0.0.1:9"),
+        ("MCP_OIDC_INTROSPECTION_REQUIRE_AUD", "true"),
+    ])
+    .await;
     assert!(err.contains("`introspection_require_aud`"), "{err}");
 }
