@@ -247,17 +247,13 @@ async fn authorize(
                         // Keys that changed during the check leave it unknown which set
                         // verified the token: not cached then, checked again next time.
                         if shared.verifier.key_set_version() == keys {
-                            let cache = &shared.settings.cache;
                             cache.insert(fingerprint, access.clone(), keys);
                         }
                         access
                     }
                     Err(VerifyError::Invalid(reason)) => {
                         log_refusal(shared, &reason, Some(&fingerprint));
-                        shared
-                            .settings
-                            .cache
-                            .insert_refusal(fingerprint, &reason, keys);
+                        cache.insert_refusal(fingerprint, &reason, keys);
                         return Err(AuthError::InvalidToken(reason));
                     }
                     Err(VerifyError::Unavailable(u)) => {
