@@ -221,48 +221,14 @@ async fn authorize(
     // Read before verifying: a key set that changes meanwhile leaves an entry that no later
     // lookup matches, rather than one that outlives a withdrawn key.
     let keys = shared.verifier.key_set_version();
-    let cache = &shared.settings.cache;
-    let access = if let Some(hit) = cache.get_recent(credentials, keys) {
-        if let Some(metrics) = &shared.settings.metrics {
-            metrics.cache_lookup(true);
-        }
-        hit
-    } else {
-        let fingerprint = TokenFingerprint::of(credentials);
-        let cached = cache.get(&fingerprint, keys);
-        if let Some(metrics) = &shared.settings.metrics {
-            metrics.cache_lookup(cached.is_some());
-        }
-        match cached {
-            Some(Ok(hit)) => hit,
-            Some(Err(reason)) => {
-                log_refusal(shared, &reason, Some(&fingerprint));
-                return Err(AuthError::InvalidToken(reason));
+    let access = match shared.settings.cache.get_recent(credentials, keys) {
+        Some(hit) => {
+            if let Some(metrics) = &shared.settings.metrics {
+                metrics.cache_lookup(true);
             }
-            None => {
-                let token =
-                    checked_token(credentials).inspect_err(|e| log_refusal(shared, e, None))?;
-                match shared.verifier.verify(&BearerToken::new(token)).await {
-                    Ok(access) => {
-                        // Keys that changed during the check leave it unknown which set
-                        // verified the token: not cached then, checked again next time.
-                        if shared.verifier.key_set_version() == keys {
-                            cache.insert(fingerprint, access.clone(), keys);
-                        }
-                        access
-                    }
-                    Err(VerifyError::Invalid(reason)) => {
-                        log_refusal(shared, &reason, Some(&fingerprint));
-                        cache.insert_refusal(fingerprint, &reason, keys);
-                        return Err(AuthError::InvalidToken(reason));
-                    }
-                    Err(VerifyError::Unavailable(u)) => {
-                        tracing::warn!(target: "mcp_oidc::auth", error = %u, "cannot verify tokens right now; answering 503");
-                        return Err(AuthError::Unavailable(u));
-                    }
-                }
-            }
+            hit
         }
+        None => cached_or_verified(shared, credentials, keys).await?,
     };
 
     let resource = &shared.resource;
@@ -335,6 +301,49 @@ async fn authorize(
 
     parts.extensions.insert(access);
     Ok((Request::from_parts(parts, body), session_to_bind))
+}
+
+/// The token from the shared cache, or verified now (and the answer cached), when this
+/// thread holds no recent copy of it.
+async fn cached_or_verified(
+    shared: &Shared,
+    credentials: &[u8],
+    keys: u64,
+) -> Result<AccessToken, AuthError> {
+    let cache = &shared.settings.cache;
+    let fingerprint = TokenFingerprint::of(credentials);
+    let cached = cache.get(&fingerprint, keys);
+    if let Some(metrics) = &shared.settings.metrics {
+        metrics.cache_lookup(cached.is_some());
+    }
+    match cached {
+        Some(Ok(hit)) => return Ok(hit),
+        Some(Err(reason)) => {
+            log_refusal(shared, &reason, Some(&fingerprint));
+            return Err(AuthError::InvalidToken(reason));
+        }
+        None => {}
+    }
+    let token = checked_token(credentials).inspect_err(|e| log_refusal(shared, e, None))?;
+    match shared.verifier.verify(&BearerToken::new(token)).await {
+        Ok(access) => {
+            // Keys that changed during the check leave it unknown which set verified the
+            // token: not cached then, checked again next time.
+            if shared.verifier.key_set_version() == keys {
+                cache.insert(fingerprint, access.clone(), keys);
+            }
+            Ok(access)
+        }
+        Err(VerifyError::Invalid(reason)) => {
+            log_refusal(shared, &reason, Some(&fingerprint));
+            cache.insert_refusal(fingerprint, &reason, keys);
+            Err(AuthError::InvalidToken(reason))
+        }
+        Err(VerifyError::Unavailable(u)) => {
+            tracing::warn!(target: "mcp_oidc::auth", error = %u, "cannot verify tokens right now; answering 503");
+            Err(AuthError::Unavailable(u))
+        }
+    }
 }
 
 fn check_tool(shared: &Shared, tool: &str, access: &AccessToken) -> Result<(), AuthError> {
