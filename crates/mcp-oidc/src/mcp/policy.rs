@@ -15,6 +15,16 @@ pub struct ToolRequirement {
     predicate: Option<(Predicate, String)>,
 }
 
+impl ToolRequirement {
+    /// Whether `token` meets this rule. Unlike [`ToolPolicies::decide`] it builds no
+    /// refusal: callers that only need yes or no (every request of a caller lacking some
+    /// rule's scopes asks) pay for no scope sets.
+    fn is_met_by(&self, token: &AccessToken) -> bool {
+        token.scopes().contains_all(&self.scopes)
+            && self.predicate.as_ref().is_none_or(|(p, _)| p(token))
+    }
+}
+
 impl std::fmt::Debug for ToolRequirement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ToolRequirement")
@@ -141,15 +151,15 @@ impl ToolPolicies {
 
     /// Whether `token` may see and call `tool`.
     pub fn allows(&self, tool: &str, token: &AccessToken) -> bool {
-        self.decide(tool, token) == Decision::Allow
+        self.rules
+            .get(tool)
+            .is_none_or(|rule| rule.is_met_by(token))
     }
 
     /// Whether `token` may use every tool that has a rule: then no request of its caller
     /// can be refused by one, and the bearer layer need not read the request bodies.
     pub(crate) fn allow_all(&self, token: &AccessToken) -> bool {
-        self.rules
-            .keys()
-            .all(|tool| self.decide(tool, token) == Decision::Allow)
+        self.rules.values().all(|rule| rule.is_met_by(token))
     }
 
     /// Whether a JSON request `body` may call a tool that has a rule; `false` is certain.
@@ -213,5 +223,18 @@ mod tests {
         assert!(!rules.allow_all(&no_scope));
         assert!(!rules.allow_all(&no_role));
         assert!(ToolPolicies::new().allow_all(&no_role));
+        // The yes-or-no answer agrees with the full decision for every tool and caller.
+        for token in [&full, &no_scope, &no_role] {
+            for tool in ["write_note", "report", "unruled"] {
+                assert_eq!(
+                    rules.allows(tool, token),
+                    rules.decide(tool, token) == Decision::Allow,
+                    "{tool}"
+                );
+            }
+        }
+        assert!(!rules.allows("write_note", &no_scope));
+        assert!(!rules.allows("report", &no_role));
+        assert!(rules.allows("unruled", &no_role));
     }
 }
