@@ -17,8 +17,8 @@ pub struct ToolRequirement {
 
 impl ToolRequirement {
     /// Whether `token` meets this rule. Unlike [`ToolPolicies::decide`] it builds no
-    /// refusal: callers that only need yes or no (every request of a caller lacking some
-    /// rule's scopes asks) pay for no scope sets.
+    /// refusal, so a yes-or-no question costs no scope sets; the bearer layer asks one on
+    /// every request of a caller who lacks some rule's scopes.
     fn is_met_by(&self, token: &AccessToken) -> bool {
         token.scopes().contains_all(&self.scopes)
             && self.predicate.as_ref().is_none_or(|(p, _)| p(token))
