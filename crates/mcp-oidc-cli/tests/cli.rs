@@ -432,15 +432,12 @@ async fn readyz_and_the_ready_metric_wait_for_the_providers_keys_while_healthz_a
 #[tokio::test]
 async fn required_scopes_are_asked_for_in_the_401_and_a_token_without_them_gets_403() {
     let idp = start_idp().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mcp_url = format!("http://127.0.0.1:{port}/mcp");
+    let (listener, at, mcp_url) = on_free_port().await;
+    let base = at.base_url.clone().unwrap();
     let settings = Settings {
         issuer: Some(idp.issuer()),
-        base_url: Some(format!("http://127.0.0.1:{port}")),
-        bind: Some(format!("127.0.0.1:{port}")),
         required_scopes: Some(vec!["mcp:use".into()]),
-        ..Settings::default()
+        ..at
     };
     let server = serve_in_background(settings, listener);
     let http = headless::http_client().unwrap();
@@ -455,11 +452,11 @@ async fn required_scopes_are_asked_for_in_the_401_and_a_token_without_them_gets_
     };
     let challenge =
         |r: &reqwest::Response| r.headers()["www-authenticate"].to_str().unwrap().to_owned();
-    let metadata = format!("http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp");
+    let metadata = format!("{base}/.well-known/oauth-protected-resource/mcp");
 
     // Wait until the provider's keys are loaded.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+    while reqwest::get(format!("{base}/readyz"))
         .await
         .map(|r| r.status())
         .ok()
@@ -506,17 +503,13 @@ async fn require_at_jwt_refuses_untyped_and_jwt_typed_tokens_and_only_applies_to
 
     const SECRET: &str = "a-shared-secret-of-the-test-issuer-0123456789";
     let issuer = "http://127.0.0.1:9/issuer";
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mcp_url = format!("http://127.0.0.1:{port}/mcp");
+    let (listener, at, mcp_url) = on_free_port().await;
     let settings = Settings {
         issuer: Some(issuer.into()),
-        base_url: Some(format!("http://127.0.0.1:{port}")),
-        bind: Some(format!("127.0.0.1:{port}")),
         hmac_secret: Some(SECRET.into()),
         mirror_provider_metadata: Some(false),
         require_at_jwt: Some(true),
-        ..Settings::default()
+        ..at
     };
     let server = serve_in_background(settings, listener);
     let claims = json!({
@@ -588,24 +581,19 @@ async fn introspection_require_aud_refuses_an_answer_without_aud() {
     });
 
     for require in [false, true] {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, at, mcp_url) = on_free_port().await;
         let settings = Settings {
             issuer: Some(issuer.clone()),
-            base_url: Some(format!("http://127.0.0.1:{port}")),
-            bind: Some(format!("127.0.0.1:{port}")),
             token_validation: Some("introspection".into()),
             introspection_endpoint: Some(format!("{issuer}/introspect")),
             client_id: Some("resource-server".into()),
             client_secret: Some("resource-server-secret".into()),
             mirror_provider_metadata: Some(false),
             introspection_require_aud: Some(require),
-            ..Settings::default()
+            ..at
         };
         let server = serve_in_background(settings, listener);
-        let r = initialize(&format!("http://127.0.0.1:{port}/mcp"), "opaque-token")
-            .await
-            .unwrap();
+        let r = initialize(&mcp_url, "opaque-token").await.unwrap();
         if require {
             assert_eq!(r.status(), 401);
             let body: Value = r.json().await.unwrap();

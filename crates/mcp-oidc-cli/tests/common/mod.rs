@@ -22,6 +22,23 @@ pub async fn start_idp() -> mcp_oidc_mock::RunningMock {
         .unwrap()
 }
 
+/// A listener on a free loopback port, settings whose base URL and bind address are that
+/// port (fill in the rest with `..at`), and the URL of the MCP endpoint there.
+pub async fn on_free_port() -> (
+    tokio::net::TcpListener,
+    mcp_oidc_cli::config::Settings,
+    String,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let at = mcp_oidc_cli::config::Settings {
+        base_url: Some(format!("http://127.0.0.1:{port}")),
+        bind: Some(format!("127.0.0.1:{port}")),
+        ..mcp_oidc_cli::config::Settings::default()
+    };
+    (listener, at, format!("http://127.0.0.1:{port}/mcp"))
+}
+
 /// `mcp-oidc serve` with `settings` on `listener`, in the background until aborted.
 pub fn serve_in_background(
     settings: mcp_oidc_cli::config::Settings,
