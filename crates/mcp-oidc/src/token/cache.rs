@@ -301,6 +301,11 @@ impl TokenCache {
         }
     }
 
+    /// Whether tokens are cached at all (a capacity of 0 disables the cache).
+    pub fn is_enabled(&self) -> bool {
+        self.cache.is_some()
+    }
+
     /// Number of cached tokens (approximate).
     pub fn len(&self) -> u64 {
         self.cache.as_ref().map_or(0, |c| c.entry_count())

@@ -326,39 +326,32 @@ pub(crate) struct JwsParts<'a> {
     pub(crate) signing_input: &'a str,
 }
 
-/// Splits a compact JWS, refusing JWEs, oversized tokens and stray characters.
-/// For each byte: `.` for the dot, 1 for the base64url alphabet, 0 for anything else.
-static BASE64URL_OR_DOT: [u8; 256] = {
-    let mut table = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        table[i] = if b == b'.' {
-            b'.'
-        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            1
-        } else {
-            0
-        };
-        i += 1;
-    }
-    table
-};
+/// A byte of the base64url alphabet, or the dot between a JWS's parts.
+pub(crate) fn is_base64url_or_dot(b: u8) -> bool {
+    // `| 0x20` folds exactly the upper-case letters onto the lower-case ones. Bitwise `|`
+    // rather than `||`, so that the test has no branch and runs on many bytes at once.
+    ((b | 0x20).wrapping_sub(b'a') < 26)
+        | (b.wrapping_sub(b'0') < 10)
+        | (b == b'-')
+        | (b == b'_')
+        | (b == b'.')
+}
 
+/// Splits a compact JWS, refusing JWEs, oversized tokens and stray characters.
 pub(crate) fn split_jws(token: &str) -> Result<JwsParts<'_>, InvalidToken> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(InvalidToken::Malformed("the token is too large"));
     }
-    // One pass over the token (it runs for every uncached request): count the dots and
-    // check the alphabet, then judge in the order the errors are reported.
-    let (mut dots, mut foreign) = (0usize, false);
-    for b in token.bytes() {
-        match BASE64URL_OR_DOT[usize::from(b)] {
-            b'.' => dots += 1,
-            0 => foreign = true,
-            _ => {}
-        }
-    }
+    // This runs over every uncached token (about a kilobyte): both scans are branch-free
+    // over fixed-size chunks, which the compiler turns into vector instructions. The errors
+    // are then judged in the order they are reported.
+    let bytes = token.as_bytes();
+    let dots = bytes.iter().filter(|&&b| b == b'.').count();
+    let foreign = !bytes.chunks(32).all(|chunk| {
+        chunk
+            .iter()
+            .fold(true, |ok, &b| ok & is_base64url_or_dot(b))
+    });
     if dots == 4 {
         return Err(InvalidToken::Encrypted);
     }
@@ -471,5 +464,25 @@ mod tests {
             split_jws("a+b.c.d"),
             Err(InvalidToken::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn the_alphabet_test_accepts_exactly_base64url_and_the_dot() {
+        for b in 0..=u8::MAX {
+            let expected = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+            assert_eq!(is_base64url_or_dot(b), expected, "byte {b:#04x}");
+        }
+        // A stray byte is found wherever it sits, past the first chunk of 32 too.
+        let token = format!("{}.{}.{}", "a".repeat(40), "b".repeat(40), "c".repeat(40));
+        assert!(split_jws(&token).is_ok());
+        for at in [0, 31, 32, 63, 64, 100, token.len() - 1] {
+            let mut bytes = token.clone().into_bytes();
+            bytes[at] = b'=';
+            let bad = String::from_utf8(bytes).expect("ASCII");
+            assert!(
+                matches!(split_jws(&bad), Err(InvalidToken::Malformed(_))),
+                "stray byte at {at}"
+            );
+        }
     }
 }

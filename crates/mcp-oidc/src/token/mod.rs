@@ -34,7 +34,7 @@ pub(crate) use http::transport_message as transport_error;
 pub use introspection::{IntrospectionConfig, IntrospectionVerifier};
 pub use jwks::{JwksSettings, KeySource};
 pub use jwt::{AudiencePolicy, JwtConfig, JwtVerifier};
-pub(crate) use jwt::{decode_object, split_jws};
+pub(crate) use jwt::{decode_object, is_base64url_or_dot, split_jws};
 pub use multi::MultiVerifier;
 pub use static_tokens::StaticTokenVerifier;
 pub use userinfo::{UserinfoConfig, UserinfoVerifier};

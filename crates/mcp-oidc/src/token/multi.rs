@@ -20,6 +20,9 @@ use crate::types::{BearerToken, IssuerUrl};
 #[derive(Clone, Default)]
 pub struct MultiVerifier {
     verifiers: Vec<Arc<dyn TokenVerifier>>,
+    /// Each verifier's issuers, gathered as it is added: routing runs for every uncached
+    /// token, and asking the verifiers would copy their issuer URLs each time.
+    routes: Vec<(IssuerUrl, usize)>,
 }
 
 impl std::fmt::Debug for MultiVerifier {
@@ -37,13 +40,15 @@ impl MultiVerifier {
     }
 
     /// Adds a verifier.
-    pub fn with(mut self, verifier: impl TokenVerifier) -> Self {
-        self.verifiers.push(Arc::new(verifier));
-        self
+    pub fn with(self, verifier: impl TokenVerifier) -> Self {
+        self.with_arc(Arc::new(verifier))
     }
 
     /// Adds a shared verifier.
     pub fn with_arc(mut self, verifier: Arc<dyn TokenVerifier>) -> Self {
+        let index = self.verifiers.len();
+        self.routes
+            .extend(verifier.issuers().into_iter().map(|iss| (iss, index)));
         self.verifiers.push(verifier);
         self
     }
@@ -79,9 +84,10 @@ impl MultiVerifier {
             };
             let iss = iss.as_ref();
             if let Some(v) = self
-                .verifiers
+                .routes
                 .iter()
-                .find(|v| v.issuers().iter().any(|i| i.as_str() == iss))
+                .find(|(i, _)| i.as_str() == iss)
+                .and_then(|(_, index)| self.verifiers.get(*index))
             {
                 return v.verify(token).await;
             }
