@@ -5,6 +5,7 @@
 pub mod __fuzz;
 pub mod error;
 mod health;
+mod keepalive;
 pub mod limit;
 pub mod mcp;
 pub mod metrics;

@@ -151,7 +151,12 @@ where
             .map(|c| c.0.ip());
         if let Some(wait) = ip.and_then(|ip| self.layer.check(ip)) {
             tracing::info!(target: "mcp_oidc::limit", client = ?ip, path = %request.uri().path(), "rate limit exceeded; answering 429");
-            return Box::pin(async move { Ok(too_many(wait)) });
+            let mut response = too_many(wait);
+            // Reading a flood's bodies would be work spent on it: the connection ends here.
+            if crate::keepalive::may_have_body(&request) {
+                crate::keepalive::close(&mut response);
+            }
+            return Box::pin(async move { Ok(response) });
         }
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

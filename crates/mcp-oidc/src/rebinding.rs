@@ -241,7 +241,12 @@ where
             None => Either::Right(self.inner.call(request)),
             Some(why) => {
                 tracing::info!(target: "mcp_oidc::auth", reason = why, "request refused before authentication");
-                Either::Left(ready(Ok(forbidden(why))))
+                let mut response = forbidden(why);
+                // A foreign page's body is not worth reading: its connection ends here.
+                if crate::keepalive::may_have_body(&request) {
+                    crate::keepalive::close(&mut response);
+                }
+                Either::Left(ready(Ok(response)))
             }
         }
     }

@@ -530,6 +530,8 @@ async fn a_foreign_origin_or_host_gets_403_before_any_token_is_checked() {
     let r = send(None, None, Some("http://evil.example")).await.unwrap();
     assert_eq!(r.status(), 403);
     assert!(r.headers().get("www-authenticate").is_none());
+    // Its body is not read, and the answer says the connection ends with it.
+    assert_eq!(header(&r, "connection"), "close");
     assert_eq!(json_body(r).await["error"], "forbidden");
     // With a valid token too.
     for (host, origin) in [
@@ -1423,4 +1425,97 @@ async fn the_servers_own_origin_and_host_are_allowed_on_its_own_port_only() {
         assert_eq!(status(host, None).await, expected, "{host}");
     }
     task.abort();
+}
+
+/// Reads one HTTP/1.1 answer (its head, and as much body as its `Content-Length` says)
+/// from `stream`; `None` if the connection ends first.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if answer.len() >= end + 4 + length {
+                return Some(text);
+            }
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn unauthenticated_post(host: &str, path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn a_refused_request_whose_body_follows_its_headers_leaves_the_connection_usable() {
+    use tokio::io::AsyncWriteExt;
+    let (_issuer, served) = issuer_and_server().await;
+    let url = reqwest::Url::parse(&served.mcp_url).unwrap();
+    let host = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let body = call("process_data", json!({"data": "x"}));
+    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+
+    // The headers first, the body a moment later: how most clients write a request, and
+    // the first request of every MCP client carries no token.
+    let head = unauthenticated_post(&host, url.path(), &body);
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let first = read_answer(&mut stream).await.expect("an answer");
+    assert!(first.starts_with("HTTP/1.1 401"), "{first}");
+    assert!(
+        !first.to_ascii_lowercase().contains("connection: close"),
+        "{first}"
+    );
+
+    // The same connection carries the next request.
+    stream
+        .write_all(format!("{head}{body}").as_bytes())
+        .await
+        .unwrap();
+    let second = read_answer(&mut stream)
+        .await
+        .expect("the connection was closed under the second request");
+    assert!(second.starts_with("HTTP/1.1 401"), "{second}");
+    assert_eq!(served.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_refused_request_whose_large_body_is_not_read_is_answered_with_connection_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_issuer, served) = issuer_and_server().await;
+    let url = reqwest::Url::parse(&served.mcp_url).unwrap();
+    let host = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    // A declared megabyte the server has no reason to read for a caller without a token.
+    let body = "x".repeat(1 << 20);
+    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let head = unauthenticated_post(&host, url.path(), &body);
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut stream).await.expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    // ... and the server does close it.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(_))), "the connection stayed open");
 }

@@ -17,6 +17,7 @@ use super::challenge::error_response;
 use super::refusal_log::RefusalLog;
 use super::{ProtectedResource, SessionBindings};
 use crate::error::{AuthError, VerifyError};
+use crate::keepalive;
 use crate::mcp::{Decision, ToolPolicies};
 use crate::metrics::Metrics;
 use crate::token::{AccessToken, TokenCache, TokenVerifier, is_base64url_or_dot};
@@ -157,7 +158,7 @@ where
             if let Some(metrics) = &shared.settings.metrics {
                 match &decision {
                     Ok(_) => metrics.passed(),
-                    Err(error) => metrics.refused(error),
+                    Err(refusal) => metrics.refused(&refusal.error),
                 }
             }
             match decision {
@@ -188,9 +189,34 @@ where
                     }
                     Ok(response)
                 }
-                Err(error) => Ok(error_response(&error, &shared.resource)),
+                Err(Refusal { error, body_left }) => {
+                    let mut response = error_response(&error, &shared.resource);
+                    if body_left {
+                        keepalive::close(&mut response);
+                    }
+                    Ok(response)
+                }
             }
         })
+    }
+}
+
+/// A request turned away, and whether part of its body is still unread on the connection.
+struct Refusal {
+    error: AuthError,
+    /// The connection cannot carry another request after the answer: it says so
+    /// (`Connection: close`) instead of leaving the client to find the connection closed
+    /// under its next request.
+    body_left: bool,
+}
+
+impl From<AuthError> for Refusal {
+    /// A refusal of a request whose body, if any, has been read.
+    fn from(error: AuthError) -> Self {
+        Self {
+            error,
+            body_left: false,
+        }
     }
 }
 
@@ -199,11 +225,41 @@ where
 async fn authorize(
     shared: &Shared,
     request: Request<Body>,
-) -> Result<(Request<Body>, Option<String>), AuthError> {
+) -> Result<(Request<Body>, Option<String>), Refusal> {
     let (mut parts, body) = request.into_parts();
     if parts.method == Method::OPTIONS {
         return Ok((Request::from_parts(parts, body), None));
     }
+    let (access, session_to_bind) = match authenticate(shared, &parts).await {
+        Ok(admitted) => admitted,
+        Err(error) => {
+            let body_left = keepalive::drain(&parts, body).await;
+            return Err(Refusal { error, body_left });
+        }
+    };
+    let body = match admit_body(shared, &parts, body, &access).await {
+        Ok(body) => body,
+        Err(error) => {
+            // Only a body over the size limit (declared, or found reading it) is left
+            // partly unread; the others were read whole to be checked.
+            let body_left = matches!(error, AuthError::PayloadTooLarge { .. })
+                || matches!(error, AuthError::InvalidRequest(m) if m == BAD_CONTENT_LENGTH);
+            return Err(Refusal { error, body_left });
+        }
+    };
+    parts.extensions.insert(access);
+    Ok((Request::from_parts(parts, body), session_to_bind))
+}
+
+/// The description of a refused `Content-Length` that is not a number.
+const BAD_CONTENT_LENGTH: &str = "the Content-Length header is not a number";
+
+/// Checks the request's token (and its session): the caller, and the principal to bind a
+/// newly created session to.
+async fn authenticate(
+    shared: &Shared,
+    parts: &http::request::Parts,
+) -> Result<(AccessToken, Option<String>), AuthError> {
     if query_has_token(parts.uri.query()) {
         log_refusal(shared, &"access token in the query string", None);
         return Err(AuthError::InvalidRequest(
@@ -259,15 +315,28 @@ async fn authorize(
             None => session_to_bind = Some(principal.to_owned()),
         }
     }
+    Ok((access, session_to_bind))
+}
 
+/// Holds the body to the size limit and, when a tool rule may refuse the caller, reads it
+/// to check the tools it calls. Returns the body to pass on.
+async fn admit_body(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: Body,
+    access: &AccessToken,
+) -> Result<Body, AuthError> {
     let policies = &shared.settings.tool_policies;
     let limit = shared.settings.max_body_bytes;
     // A declared length over the limit is refused here, so that every oversized body gets
     // the same JSON 413 whichever path below it would take (rmcp's own is plain text).
     let declared = match parts.headers.get(http::header::CONTENT_LENGTH) {
-        Some(v) => Some(v.to_str().ok().and_then(|v| v.parse::<u64>().ok()).ok_or(
-            AuthError::InvalidRequest("the Content-Length header is not a number"),
-        )?),
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(AuthError::InvalidRequest(BAD_CONTENT_LENGTH))?,
+        ),
         None => None,
     };
     if declared.is_some_and(|n| n > limit as u64) {
@@ -276,7 +345,7 @@ async fn authorize(
     // A caller allowed every ruled tool cannot be refused by a rule: its bodies are not
     // read here (the common case for a full-scope token saves a buffering and a scan).
     let must_check =
-        parts.method == Method::POST && !policies.is_empty() && !policies.allow_all(&access);
+        parts.method == Method::POST && !policies.is_empty() && !policies.allow_all(access);
     // A body of undeclared length (chunked) is read here all the same, to hold it to the
     // limit before anything further in sees it.
     let body = if parts.method != Method::POST || (declared.is_some() && !must_check) {
@@ -293,14 +362,12 @@ async fn authorize(
                 "the request body is not a JSON-RPC message whose tool calls can be checked (malformed, or a member given twice)",
             ))?;
             for tool in tools {
-                check_tool(shared, &tool, &access)?;
+                check_tool(shared, &tool, access)?;
             }
         }
         Body::from(bytes)
     };
-
-    parts.extensions.insert(access);
-    Ok((Request::from_parts(parts, body), session_to_bind))
+    Ok(body)
 }
 
 /// The token from the shared cache, or verified now (and the answer cached), when this
