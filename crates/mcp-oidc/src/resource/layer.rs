@@ -210,16 +210,6 @@ struct Refusal {
     body_left: bool,
 }
 
-impl From<AuthError> for Refusal {
-    /// A refusal of a request whose body, if any, has been read.
-    fn from(error: AuthError) -> Self {
-        Self {
-            error,
-            body_left: false,
-        }
-    }
-}
-
 /// Checks one request. On success returns it (with the token in its extensions) and the
 /// principal to bind a newly created session to.
 async fn authorize(
@@ -237,22 +227,30 @@ async fn authorize(
             return Err(Refusal { error, body_left });
         }
     };
-    let body = match admit_body(shared, &parts, body, &access).await {
+    let declared = match parts.headers.get(http::header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
+            Some(n) => Some(n),
+            None => {
+                return Err(Refusal {
+                    error: AuthError::InvalidRequest("the Content-Length header is not a number"),
+                    body_left: true,
+                });
+            }
+        },
+    };
+    let body = match admit_body(shared, &parts, declared, body, &access).await {
         Ok(body) => body,
         Err(error) => {
             // Only a body over the size limit (declared, or found reading it) is left
             // partly unread; the others were read whole to be checked.
-            let body_left = matches!(error, AuthError::PayloadTooLarge { .. })
-                || matches!(error, AuthError::InvalidRequest(m) if m == BAD_CONTENT_LENGTH);
+            let body_left = matches!(error, AuthError::PayloadTooLarge { .. });
             return Err(Refusal { error, body_left });
         }
     };
     parts.extensions.insert(access);
     Ok((Request::from_parts(parts, body), session_to_bind))
 }
-
-/// The description of a refused `Content-Length` that is not a number.
-const BAD_CONTENT_LENGTH: &str = "the Content-Length header is not a number";
 
 /// Checks the request's token (and its session): the caller, and the principal to bind a
 /// newly created session to.
@@ -318,11 +316,13 @@ async fn authenticate(
     Ok((access, session_to_bind))
 }
 
-/// Holds the body to the size limit and, when a tool rule may refuse the caller, reads it
-/// to check the tools it calls. Returns the body to pass on.
+/// Holds the body (of `declared` length, if the request says) to the size limit and, when a
+/// tool rule may refuse the caller, reads it to check the tools it calls. Returns the body
+/// to pass on.
 async fn admit_body(
     shared: &Shared,
     parts: &http::request::Parts,
+    declared: Option<u64>,
     body: Body,
     access: &AccessToken,
 ) -> Result<Body, AuthError> {
@@ -330,15 +330,6 @@ async fn admit_body(
     let limit = shared.settings.max_body_bytes;
     // A declared length over the limit is refused here, so that every oversized body gets
     // the same JSON 413 whichever path below it would take (rmcp's own is plain text).
-    let declared = match parts.headers.get(http::header::CONTENT_LENGTH) {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or(AuthError::InvalidRequest(BAD_CONTENT_LENGTH))?,
-        ),
-        None => None,
-    };
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(AuthError::PayloadTooLarge { limit });
     }
