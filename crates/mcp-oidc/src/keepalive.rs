@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
-use http::HeaderValue;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue};
 
 /// The most of a refused request's body that is read, so that its connection stays usable.
 const DRAIN_LIMIT: u64 = 64 * 1024;
@@ -30,17 +30,11 @@ pub(crate) async fn drain(parts: &http::request::Parts, body: Body) -> bool {
     if parts.headers.contains_key(TRANSFER_ENCODING) {
         return true;
     }
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        None if !parts.headers.contains_key(CONTENT_LENGTH) => false,
-        Some(0) => false,
+    match declared_length(&parts.headers) {
+        Ok(None | Some(0)) => false,
         // At most DRAIN_LIMIT, so the conversion cannot fail (were it to, a limit of 0
         // would leave the body unread and the connection closed: still correct).
-        Some(n) if n <= DRAIN_LIMIT => {
+        Ok(Some(n)) if n <= DRAIN_LIMIT => {
             let limit = usize::try_from(n).unwrap_or(0);
             !matches!(
                 tokio::time::timeout(DRAIN_TIME, axum::body::to_bytes(body, limit)).await,
@@ -51,15 +45,29 @@ pub(crate) async fn drain(parts: &http::request::Parts, body: Body) -> bool {
     }
 }
 
+/// A `Content-Length` header that is not a number.
+#[derive(Debug)]
+pub(crate) struct BadLength;
+
+/// The body length the request declares (`None` without a `Content-Length` header).
+pub(crate) fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, BadLength> {
+    headers
+        .get(CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(BadLength)
+        })
+        .transpose()
+}
+
 /// Whether `request` may have a body that nobody has read yet (HTTP/1.x with a non-empty
 /// declared or chunked body): a refusal that does not read it should [`close`].
 pub(crate) fn may_have_body<B>(request: &http::Request<B>) -> bool {
     request.version() < http::Version::HTTP_2
         && (request.headers().contains_key(TRANSFER_ENCODING)
-            || request
-                .headers()
-                .get(CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0"))
+            || !matches!(declared_length(request.headers()), Ok(None | Some(0))))
 }
 
 /// Marks `response` as the last on its connection.

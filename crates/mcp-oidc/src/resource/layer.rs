@@ -227,18 +227,10 @@ async fn authorize(
             return Err(Refusal { error, body_left });
         }
     };
-    let declared = match parts.headers.get(http::header::CONTENT_LENGTH) {
-        None => None,
-        Some(v) => match v.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
-            Some(n) => Some(n),
-            None => {
-                return Err(Refusal {
-                    error: AuthError::InvalidRequest("the Content-Length header is not a number"),
-                    body_left: true,
-                });
-            }
-        },
-    };
+    let declared = keepalive::declared_length(&parts.headers).map_err(|_| Refusal {
+        error: AuthError::InvalidRequest("the Content-Length header is not a number"),
+        body_left: true,
+    })?;
     let body = match admit_body(shared, &parts, declared, body, &access).await {
         Ok(body) => body,
         Err(error) => {
