@@ -1046,7 +1046,6 @@ async fn run_verify(a: VerifyArgs) -> anyhow::Result<()> {
 /// (the key parsed once, as mcp-oidc keeps it), the key found through the issuer's
 /// discovery document.
 async fn signature_check(a: &VerifyArgs) -> anyhow::Result<impl Fn() -> bool + use<>> {
-    use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -1058,35 +1057,14 @@ async fn signature_check(a: &VerifyArgs) -> anyhow::Result<impl Fn() -> bool + u
     let header: Value =
         serde_json::from_slice(&b64(signing_input.split('.').next().unwrap_or_default())?)?;
     anyhow::ensure!(header["alg"] == "RS256", "the token is not RS256");
-    let http = reqwest::Client::new();
-    let discovery: Value = http
-        .get(format!("{}/.well-known/openid-configuration", a.issuer))
-        .send()
+    let kid = header["kid"].as_str();
+    let key = mcp_oidc_bench::issuer_rsa_keys(&a.issuer)
         .await?
-        .json()
-        .await?;
-    let jwks_uri = discovery["jwks_uri"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("no jwks_uri"))?;
-    let jwks: Value = http.get(jwks_uri).send().await?.json().await?;
-    let key = jwks["keys"]
-        .as_array()
         .into_iter()
-        .flatten()
-        .find(|k| k["kid"] == header["kid"])
+        .find(|k| k.kid.as_deref() == kid)
         .ok_or_else(|| anyhow::anyhow!("the token's key is not in the key set"))?;
-    let field = |name: &str| -> anyhow::Result<Vec<u8>> {
-        Ok(b64(key[name].as_str().unwrap_or_default())?)
-    };
-    let (n, e) = (field("n")?, field("e")?);
-    let key = RsaPublicKeyComponents {
-        n: &n[..],
-        e: &e[..],
-    }
-    .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
-    .map_err(|_| anyhow::anyhow!("the key does not parse"))?;
     let (message, signature) = (signing_input.as_bytes().to_vec(), b64(signature)?);
-    Ok(move || key.verify_sig(&message, &signature).is_ok())
+    Ok(move || key.key.verify_sig(&message, &signature).is_ok())
 }
 
 #[tokio::main]

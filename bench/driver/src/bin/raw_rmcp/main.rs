@@ -16,22 +16,34 @@
 //! With `--heap-profile`, `GET /heap` lists the live heap blocks by size (`heap.rs`), which
 //! `bench/run` uses to break down the memory of a live session.
 //!
+//! With `--rs256-check-issuer URL`, every `/mcp` request must carry a bearer token whose
+//! RS256 signature one of the issuer's keys accepts, or it gets a bare 401. That is the
+//! signature check alone (aws-lc-rs, keys parsed once at start, found by discovery): no
+//! header or claim is read and nothing is cached. `bench/run` measures it against this
+//! server without the check, which puts a number on the floor under the no-cache scenario
+//! (S3): what checking an RS256 signature on every request costs by itself, on this machine.
+//!
 //! `GET /.well-known/oauth-protected-resource/mcp` answers a small static document only so
 //! that the benchmark, which polls that URL to learn when a server is up, can wait on this
 //! one the same way.
 //!
 //! ```text
 //! cargo build --release -p mcp-oidc-bench --bin raw_rmcp
-//! target/release/raw_rmcp --port 8010 [--stateful]
+//! target/release/raw_rmcp --port 8010 [--stateful] [--rs256-check-issuer http://localhost:9400]
 //! ```
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt as _;
 use clap::Parser;
+use mcp_oidc_bench::{RsaKey, issuer_rsa_keys, rs256_signature_verifies};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
@@ -62,6 +74,10 @@ struct Cli {
     /// Count live heap blocks by size and answer them at `GET /heap` (see `heap.rs`).
     #[arg(long)]
     heap_profile: bool,
+    /// Check the RS256 signature of every `/mcp` request's bearer token against this
+    /// issuer's keys, and nothing else (401 when it does not verify).
+    #[arg(long, value_name = "URL")]
+    rs256_check_issuer: Option<String>,
 }
 
 /// What `whoami` returns: the claim names of the FastMCP reference server, all absent.
@@ -118,7 +134,24 @@ impl ServerHandler for RawServer {
     }
 }
 
-fn app(cli: &Cli) -> Router {
+/// Passes on requests whose bearer token's RS256 signature verifies; answers 401 otherwise.
+async fn rs256_check(
+    State(keys): State<Arc<Vec<RsaKey>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token {
+        Some(token) if rs256_signature_verifies(&keys, token) => next.run(request).await,
+        _ => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+fn app(cli: &Cli, keys: Option<Vec<RsaKey>>) -> Router {
     let factory = || Ok(RawServer::new());
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(cli.stateful)
@@ -133,6 +166,10 @@ fn app(cli: &Cli) -> Router {
             "/mcp",
             StreamableHttpService::new(factory, Arc::new(NeverSessionManager::default()), config),
         )
+    };
+    let mcp = match keys {
+        Some(keys) => mcp.layer(middleware::from_fn_with_state(Arc::new(keys), rs256_check)),
+        None => mcp,
     };
     // Readiness probe of the benchmark only; this server has no authorization server.
     let metadata = serde_json::json!({
@@ -159,7 +196,12 @@ async fn main() -> anyhow::Result<()> {
     if cli.heap_profile {
         heap::start();
     }
-    let router = app(&cli);
+    let keys = match &cli.rs256_check_issuer {
+        Some(issuer) => Some(issuer_rsa_keys(issuer).await?),
+        None => None,
+    };
+    let checking = keys.is_some();
+    let router = app(&cli, keys);
     let listener = tokio::net::TcpListener::bind((cli.host, cli.port))
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}:{}: {e}", cli.host, cli.port))?;
@@ -168,13 +210,18 @@ async fn main() -> anyhow::Result<()> {
         let _ = socket.set_nodelay(true);
     });
     eprintln!(
-        "raw rmcp listening on http://{}:{}/mcp ({})",
+        "raw rmcp listening on http://{}:{}/mcp ({}{})",
         cli.host,
         cli.port,
         if cli.stateful {
             "stateful, SSE replies"
         } else {
             "stateless, JSON replies"
+        },
+        if checking {
+            "; RS256 signature checked on every request"
+        } else {
+            ""
         }
     );
     axum::serve(listener, router).await?;
