@@ -386,6 +386,79 @@ async fn missing_scope_gets_403_insufficient_scope_and_the_tool_is_hidden() {
 }
 
 #[tokio::test]
+async fn a_caller_failing_a_tools_claim_rule_gets_403_and_does_not_see_the_tool() {
+    let issuer = TestIssuer::start().await;
+    let url = issuer.url.clone();
+    let served = serve_probe(
+        |r| Arc::new(jwt_verifier(&url, r.resource(), JwksSettings::default())),
+        |s| {
+            s.tool_policies(mcp_oidc::mcp::ToolPolicies::new().require_claim(
+                "write_note",
+                "role is admin",
+                |t| t.claim_str("role") == Some("admin"),
+            ))
+        },
+    )
+    .await;
+    let tools_of = |token: String| {
+        let url = served.mcp_url.clone();
+        async move {
+            let client = connect(&url, &token).await.unwrap();
+            let names: Vec<String> = client
+                .list_tools(None)
+                .await
+                .unwrap()
+                .tools
+                .iter()
+                .map(|t| t.name.to_string())
+                .collect();
+            client.cancel().await.unwrap();
+            names
+        }
+    };
+    let mut reader_claims = issuer.claims("alice", &served.mcp_url);
+    reader_claims["role"] = json!("reader");
+    let reader = issuer.rs256(&reader_claims);
+    let mut admin_claims = issuer.claims("alice", &served.mcp_url);
+    admin_claims["role"] = json!("admin");
+    let admin = issuer.rs256(&admin_claims);
+
+    let names = tools_of(reader.clone()).await;
+    assert!(names.contains(&"whoami".to_owned()), "{names:?}");
+    assert!(!names.contains(&"write_note".to_owned()), "{names:?}");
+    let r = post(
+        &served.mcp_url,
+        Some(&format!("Bearer {reader}")),
+        &call("write_note", json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    // No scope would help: the challenge names the scopes the caller already holds.
+    assert_eq!(
+        header(&r, "www-authenticate"),
+        format!(
+            "Bearer error=\"insufficient_scope\", error_description=\"the tool `write_note` is restricted: role is admin\", scope=\"openid profile email\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
+            served.base
+        )
+    );
+    assert_eq!(json_body(r).await["error"], "insufficient_scope");
+    assert_eq!(served.calls.load(Ordering::SeqCst), 0);
+
+    assert!(
+        tools_of(admin.clone())
+            .await
+            .contains(&"write_note".to_owned())
+    );
+    let client = connect(&served.mcp_url, &admin).await.unwrap();
+    let result = client
+        .call_tool(CallToolRequestParams::new("write_note"))
+        .await
+        .unwrap();
+    assert_eq!(result.content[0].as_text().unwrap().text, "saved");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
 async fn another_users_token_on_a_session_is_refused_as_unknown_and_the_owner_still_works() {
     let (issuer, served) = issuer_and_server().await;
     let alice = bearer_for(&issuer, "alice", &served);
