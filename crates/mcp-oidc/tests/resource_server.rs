@@ -329,6 +329,55 @@ async fn with_require_type_only_at_jwt_tokens_are_accepted_and_untyped_ones_get_
     }
 }
 
+/// The tools `token`'s caller sees in `tools/list`.
+async fn tool_names(mcp_url: &str, token: &str) -> Vec<String> {
+    let client = connect(mcp_url, token).await.unwrap();
+    let names = client
+        .list_tools(None)
+        .await
+        .unwrap()
+        .tools
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    client.cancel().await.unwrap();
+    names
+}
+
+/// A `write_note` call with `token` gets 403 `insufficient_scope` with exactly this
+/// description and scope, and the tool does not run.
+async fn write_note_is_refused(served: &Served, token: &str, description: &str, scope: &str) {
+    let r = post(
+        &served.mcp_url,
+        Some(&format!("Bearer {token}")),
+        &call("write_note", json!({})),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        header(&r, "www-authenticate"),
+        format!(
+            "Bearer error=\"insufficient_scope\", error_description=\"{description}\", scope=\"{scope}\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
+            served.base
+        )
+    );
+    assert_eq!(json_body(r).await["error"], "insufficient_scope");
+    assert_eq!(served.calls.load(Ordering::SeqCst), 0);
+}
+
+/// `write_note` is listed for `token`'s caller, and a call runs it.
+async fn write_note_is_listed_and_runs(mcp_url: &str, token: &str) {
+    let names = tool_names(mcp_url, token).await;
+    assert!(names.contains(&"write_note".to_owned()), "{names:?}");
+    let client = connect(mcp_url, token).await.unwrap();
+    let result = client
+        .call_tool(CallToolRequestParams::new("write_note"))
+        .await
+        .unwrap();
+    assert_eq!(result.content[0].as_text().unwrap().text, "saved");
+    client.cancel().await.unwrap();
+}
+
 #[tokio::test]
 async fn missing_scope_gets_403_insufficient_scope_and_the_tool_is_hidden() {
     let (issuer, served) = issuer_and_server().await;
@@ -337,52 +386,18 @@ async fn missing_scope_gets_403_insufficient_scope_and_the_tool_is_hidden() {
     wide_claims["scope"] = json!("openid mcp:write");
     let wide = issuer.rs256(&wide_claims);
 
-    let client = connect(&served.mcp_url, &narrow).await.unwrap();
-    let names: Vec<String> = client
-        .list_tools(None)
-        .await
-        .unwrap()
-        .tools
-        .iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let names = tool_names(&served.mcp_url, &narrow).await;
     assert!(names.contains(&"whoami".to_owned()));
     assert!(!names.contains(&"write_note".to_owned()), "{names:?}");
-    client.cancel().await.unwrap();
-
-    let r = post(
-        &served.mcp_url,
-        Some(&format!("Bearer {narrow}")),
-        &call("write_note", json!({})),
+    write_note_is_refused(
+        &served,
+        &narrow,
+        "the tool `write_note` requires the scopes: mcp:write",
+        "mcp:write openid profile email",
     )
     .await;
-    assert_eq!(r.status(), 403);
-    assert_eq!(
-        header(&r, "www-authenticate"),
-        format!(
-            "Bearer error=\"insufficient_scope\", error_description=\"the tool `write_note` requires the scopes: mcp:write\", scope=\"mcp:write openid profile email\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
-            served.base
-        )
-    );
-    assert_eq!(json_body(r).await["error"], "insufficient_scope");
-    assert_eq!(served.calls.load(Ordering::SeqCst), 0);
 
-    let client = connect(&served.mcp_url, &wide).await.unwrap();
-    let names: Vec<String> = client
-        .list_tools(None)
-        .await
-        .unwrap()
-        .tools
-        .iter()
-        .map(|t| t.name.to_string())
-        .collect();
-    assert!(names.contains(&"write_note".to_owned()), "{names:?}");
-    let result = client
-        .call_tool(CallToolRequestParams::new("write_note"))
-        .await
-        .unwrap();
-    assert_eq!(result.content[0].as_text().unwrap().text, "saved");
-    client.cancel().await.unwrap();
+    write_note_is_listed_and_runs(&served.mcp_url, &wide).await;
 }
 
 #[tokio::test]
@@ -400,62 +415,26 @@ async fn a_caller_failing_a_tools_claim_rule_gets_403_and_does_not_see_the_tool(
         },
     )
     .await;
-    let tools_of = |token: String| {
-        let url = served.mcp_url.clone();
-        async move {
-            let client = connect(&url, &token).await.unwrap();
-            let names: Vec<String> = client
-                .list_tools(None)
-                .await
-                .unwrap()
-                .tools
-                .iter()
-                .map(|t| t.name.to_string())
-                .collect();
-            client.cancel().await.unwrap();
-            names
-        }
+    let with_role = |role: &str| {
+        let mut claims = issuer.claims("alice", &served.mcp_url);
+        claims["role"] = json!(role);
+        issuer.rs256(&claims)
     };
-    let mut reader_claims = issuer.claims("alice", &served.mcp_url);
-    reader_claims["role"] = json!("reader");
-    let reader = issuer.rs256(&reader_claims);
-    let mut admin_claims = issuer.claims("alice", &served.mcp_url);
-    admin_claims["role"] = json!("admin");
-    let admin = issuer.rs256(&admin_claims);
+    let (reader, admin) = (with_role("reader"), with_role("admin"));
 
-    let names = tools_of(reader.clone()).await;
+    let names = tool_names(&served.mcp_url, &reader).await;
     assert!(names.contains(&"whoami".to_owned()), "{names:?}");
     assert!(!names.contains(&"write_note".to_owned()), "{names:?}");
-    let r = post(
-        &served.mcp_url,
-        Some(&format!("Bearer {reader}")),
-        &call("write_note", json!({})),
+    // No scope would help: the challenge names the scopes the caller already holds.
+    write_note_is_refused(
+        &served,
+        &reader,
+        "the tool `write_note` is restricted: role is admin",
+        "openid profile email",
     )
     .await;
-    assert_eq!(r.status(), 403);
-    // No scope would help: the challenge names the scopes the caller already holds.
-    assert_eq!(
-        header(&r, "www-authenticate"),
-        format!(
-            "Bearer error=\"insufficient_scope\", error_description=\"the tool `write_note` is restricted: role is admin\", scope=\"openid profile email\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
-            served.base
-        )
-    );
-    assert_eq!(json_body(r).await["error"], "insufficient_scope");
-    assert_eq!(served.calls.load(Ordering::SeqCst), 0);
 
-    assert!(
-        tools_of(admin.clone())
-            .await
-            .contains(&"write_note".to_owned())
-    );
-    let client = connect(&served.mcp_url, &admin).await.unwrap();
-    let result = client
-        .call_tool(CallToolRequestParams::new("write_note"))
-        .await
-        .unwrap();
-    assert_eq!(result.content[0].as_text().unwrap().text, "saved");
-    client.cancel().await.unwrap();
+    write_note_is_listed_and_runs(&served.mcp_url, &admin).await;
 }
 
 #[tokio::test]
